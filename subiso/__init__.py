@@ -1,0 +1,76 @@
+"""subiso: Dart's isolate model on CPython subinterpreters.
+
+Each isolate is a subinterpreter with its own GIL on its own native thread;
+ports carry messages between them. See README.md for a tour.
+
+This face only re-exports. It resolves names lazily (PEP 562): a fresh
+isolate imports ``subiso`` on its way to the runtime, and must not pay for
+the parts of the package it does not use.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._exceptions import BrokenIsolateError as BrokenIsolateError
+    from ._exceptions import IsolateError as IsolateError
+    from ._exceptions import IsolateSpawnError as IsolateSpawnError
+    from ._exceptions import NotSendableError as NotSendableError
+    from ._exceptions import PortClosedError as PortClosedError
+    from ._exceptions import RemoteError as RemoteError
+    from ._isolate import Isolate as Isolate
+    from ._isolate import compute as compute
+    from ._isolate import compute_async as compute_async
+    from ._isolate import run as run
+    from ._isolate import run_async as run_async
+    from ._ports import RawReceivePort as RawReceivePort
+    from ._ports import ReceivePort as ReceivePort
+    from ._ports import SendPort as SendPort
+    from ._runtime import BEFORE_NEXT_EVENT as BEFORE_NEXT_EVENT
+    from ._runtime import IMMEDIATE as IMMEDIATE
+    from ._runtime import Capability as Capability
+    from ._wire import TransferableBuffer as TransferableBuffer
+
+_EXPORTS = {
+    "BEFORE_NEXT_EVENT": "_runtime",
+    "BrokenIsolateError": "_exceptions",
+    "Capability": "_runtime",
+    "IMMEDIATE": "_runtime",
+    "Isolate": "_isolate",
+    "IsolateError": "_exceptions",
+    "IsolateSpawnError": "_exceptions",
+    "NotSendableError": "_exceptions",
+    "PortClosedError": "_exceptions",
+    "RawReceivePort": "_ports",
+    "ReceivePort": "_ports",
+    "RemoteError": "_exceptions",
+    "SendPort": "_ports",
+    "TransferableBuffer": "_wire",
+    "compute": "_isolate",
+    "compute_async": "_isolate",
+    "run": "_isolate",
+    "run_async": "_isolate",
+}
+
+__all__ = tuple(sorted(_EXPORTS))
+
+
+def __getattr__(name: str) -> object:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'subiso' has no attribute {name!r}")
+    __import__(f"subiso.{module_name}")
+    value = getattr(sys.modules[f"subiso.{module_name}"], name)
+    if isinstance(value, type) or callable(value):
+        try:
+            value.__module__ = "subiso"  # pickles and tracebacks name the face
+        except (AttributeError, TypeError):
+            pass
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

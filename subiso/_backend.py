@@ -1,0 +1,281 @@
+"""Interpreters, raw cross-interpreter queues and wake-up fds.
+
+This is the one module that knows which Python it runs on: CPython 3.13
+(the private ``_interpreters``/``_interpqueues`` modules that the
+``interpreters-pep-734`` backport also stands on) or 3.14+ (the stdlib's
+``concurrent.interpreters``). Nothing else in the package tests the version.
+
+Everything here is cheap to import: a fresh isolate imports this module
+first, and what it imports is most of what an isolate costs.
+
+Queues carry only shareable values (the wire layer pickles everything else),
+so the queues never pickle on their own. An item on a queue belongs to the
+interpreter that put it there: CPython drops it when that interpreter is
+destroyed, which the isolate layer accounts for before destroying one.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+
+import _interpreters
+
+if sys.version_info >= (3, 14):
+    import _interpqueues
+    from concurrent.interpreters import _queues as _stdlib_queues
+
+    def queue_create() -> int:
+        """Create a queue; items left by a destroyed interpreter vanish."""
+        queue = _stdlib_queues.create(unbounditems=_stdlib_queues.UNBOUND_REMOVE)
+        qid: int = queue.id
+        _interpqueues.bind(qid)  # our own reference: the queue lives until queue_destroy
+        return qid
+
+    def queue_put(qid: int, item: object) -> None:
+        _interpqueues.put(qid, item, -1)
+
+    def queue_get(qid: int) -> object:
+        """Return the next item, or ``EMPTY``."""
+        try:
+            item, unbound = _interpqueues.get(qid)
+        except QueueNotFoundError:
+            raise
+        except _EmptyError:
+            return EMPTY
+        return EMPTY if unbound is not None else item
+
+    _EmptyError: type[BaseException] = _stdlib_queues.QueueEmpty
+
+else:
+    import _interpqueues
+
+    _SHARED_ONLY = 0
+    _UNBOUND_REMOVE = 1
+
+    def queue_create() -> int:
+        """Create a queue; items left by a destroyed interpreter vanish."""
+        qid: int = _interpqueues.create(0, _SHARED_ONLY, _UNBOUND_REMOVE)
+        return qid
+
+    def queue_put(qid: int, item: object) -> None:
+        _interpqueues.put(qid, item, _SHARED_ONLY, _UNBOUND_REMOVE)
+
+    def queue_get(qid: int) -> object:
+        """Return the next item, or ``EMPTY``."""
+        try:
+            item, _fmt, unbound = _interpqueues.get(qid)
+        except QueueNotFoundError:
+            raise
+        except _EmptyError:
+            return EMPTY
+        return EMPTY if unbound is not None else item
+
+    # Every error of the module derives from QueueError; NotFound is told apart.
+    _EmptyError = _interpqueues.QueueError
+
+    def _register_queue_types() -> None:
+        """Give the module its high-level classes before the first empty get.
+
+        Otherwise that get imports ``test.support.interpreters`` to find them
+        (23 ms, and in every interpreter). The main interpreter registers the
+        backport's own classes, so that code using the backport there keeps
+        working; an isolate we own registers three small ones of ours.
+        """
+        if _interpreters.get_current()[0] == _interpreters.get_main()[0]:
+            try:
+                import interpreters_backport.interpreters.queues  # noqa: F401 - registers
+                return
+            except ImportError:
+                pass
+
+        class Queue:
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                self.args = args
+
+        class QueueEmpty(_interpqueues.QueueError):
+            pass
+
+        class QueueFull(_interpqueues.QueueError):
+            pass
+
+        _interpqueues._register_heap_types(Queue, QueueEmpty, QueueFull)
+
+    _register_queue_types()
+
+
+QueueNotFoundError: type[BaseException] = _interpqueues.QueueNotFoundError
+InterpreterError: type[BaseException] = _interpreters.InterpreterError
+NotShareableError: type[BaseException] = _interpreters.NotShareableError
+
+
+class _Empty:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY = _Empty()
+
+
+def queue_destroy(qid: int) -> None:
+    """Destroy a queue and what it holds; later puts raise QueueNotFoundError."""
+    try:
+        _interpqueues.destroy(qid)
+    except QueueNotFoundError:
+        pass
+
+
+def queue_count(qid: int) -> int:
+    """Items waiting on the queue; 0 once it is destroyed."""
+    try:
+        n: int = _interpqueues.get_count(qid)
+    except QueueNotFoundError:
+        return 0
+    return n
+
+
+def queue_exists(qid: int) -> bool:
+    try:
+        _interpqueues.get_count(qid)
+    except QueueNotFoundError:
+        return False
+    return True
+
+
+# -- interpreters -------------------------------------------------------------
+
+ISOLATIONS = ("isolated", "legacy")
+
+
+def interpreter_create(isolation: str) -> int:
+    """Create an interpreter: ``"isolated"`` (own GIL) or ``"legacy"`` (shares the main GIL)."""
+    config = _interpreters.new_config(isolation)
+    iid: int = _interpreters.create(config)
+    return iid
+
+
+def interpreter_destroy(iid: int) -> None:
+    try:
+        _interpreters.destroy(iid)
+    except InterpreterError:
+        pass
+
+
+def interpreter_exec(iid: int, code: object) -> str | None:
+    """Run ``code`` in the interpreter's ``__main__`` on this thread.
+
+    Returns None, or the formatted error when the code raised.
+    """
+    excinfo = _interpreters.exec(iid, code)
+    if excinfo is None:
+        return None
+    text = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", None)
+    return str(text or excinfo)
+
+
+def interpreter_set_main(iid: int, attrs: dict[str, object]) -> None:
+    """Bind shareable values in the interpreter's ``__main__``.
+
+    Every value is checked first: a non-shareable one crashes 3.13.0.
+    """
+    for name, value in attrs.items():
+        if not _interpreters.is_shareable(value):
+            raise TypeError(f"{name}={value!r} is not shareable")
+    _interpreters.set___main___attrs(iid, attrs)
+
+
+def current_interpreter_id() -> int:
+    iid: int = _interpreters.get_current()[0]
+    return iid
+
+
+def main_interpreter_id() -> int:
+    iid: int = _interpreters.get_main()[0]
+    return iid
+
+
+def interpreter_ids() -> list[int]:
+    return [entry[0] for entry in _interpreters.list_all()]
+
+
+def is_shareable(value: object) -> bool:
+    result: bool = _interpreters.is_shareable(value)
+    return result
+
+
+# -- wake-up fds --------------------------------------------------------------
+#
+# A waker is a pair of process-wide fds (read end, write end); with eventfd it
+# is one fd twice. Any interpreter may write to it, and select/asyncio can
+# watch it. A waker fd is never closed while the process runs, only recycled:
+# a sender holding a stale SendPort may still write to it after its port
+# closed, and that write must never reach an unrelated file that reused the
+# number. A stray wake-up on a recycled waker is harmless: receivers always
+# re-check their queue.
+
+_ONE = (1).to_bytes(8, sys.byteorder)
+_HAS_EVENTFD = hasattr(os, "eventfd")
+_free_wakers: list[tuple[int, int]] = []
+
+
+def waker_new() -> tuple[int, int]:
+    """A waker from this interpreter's free list, or a fresh one."""
+    if _free_wakers:
+        return _free_wakers.pop()
+    if _HAS_EVENTFD:
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return (fd, fd)
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    return (rfd, wfd)
+
+
+def waker_free(waker: tuple[int, int]) -> None:
+    """Give a waker back for reuse (drained, so it starts quiet)."""
+    waker_drain(waker[0])
+    _free_wakers.append(waker)
+
+
+def wakers_take_free() -> list[tuple[int, int]]:
+    """Hand this interpreter's free wakers to another (at isolate exit)."""
+    taken = _free_wakers[:]
+    _free_wakers.clear()
+    return taken
+
+
+def wakers_add_free(wakers: object) -> None:
+    for waker in wakers:  # type: ignore[attr-defined]
+        _free_wakers.append((int(waker[0]), int(waker[1])))
+
+
+def wake(wfd: int) -> None:
+    try:
+        os.write(wfd, _ONE)
+    except (BlockingIOError, OSError):
+        pass  # a full pipe or a saturated eventfd is readable already
+
+
+def waker_drain(rfd: int) -> None:
+    try:
+        while os.read(rfd, 4096):
+            if _HAS_EVENTFD:
+                break
+    except (BlockingIOError, OSError):
+        pass
+
+
+def wait_readable(fds: list[int], timeout: float | None) -> list[int]:
+    """Block until one of ``fds`` is readable or ``timeout`` seconds pass.
+
+    poll, not select: select cannot watch fd numbers past 1024, and a process
+    with a thousand isolates has more fds than that.
+    """
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return [fd for fd, _ in poller.poll(ms)]

@@ -1,0 +1,81 @@
+"""The exceptions subiso raises.
+
+The tree::
+
+    Exception
+    └── IsolateError                  base of everything subiso raises
+        ├── RemoteError               an error raised in another isolate, as text
+        ├── IsolateSpawnError         an isolate could not start
+        ├── NotSendableError          (also TypeError) a value cannot cross isolates
+        ├── PortClosedError           receive on a port that *you* closed (or was closed and drained)
+        └── BrokenIsolateError        the *other side* died while a caller waited on it
+
+"Closed" and "broken" are kept apart on purpose: a closed port is an orderly
+end that the owner chose; a broken isolate is a failure somebody else caused.
+
+Every exception here pickles (``__reduce__``), because it will cross isolates.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "BrokenIsolateError",
+    "IsolateError",
+    "IsolateSpawnError",
+    "NotSendableError",
+    "PortClosedError",
+    "RemoteError",
+)
+
+
+class IsolateError(Exception):
+    """Base class of every error subiso raises."""
+
+
+class RemoteError(IsolateError):
+    """An error raised in another isolate, carried back as text.
+
+    Raised by ``run``, ``Pool`` and ``Agent`` when the remote exception could
+    not be sent back as itself; otherwise it is attached as the ``__cause__``
+    of the re-raised exception so that the remote traceback is not lost.
+
+    Attributes:
+        description: ``"TypeName: message"`` of the remote exception.
+        stack_description: the remote traceback, formatted.
+    """
+
+    def __init__(self, description: str, stack_description: str = "") -> None:
+        super().__init__(description, stack_description)
+        self.description = description
+        self.stack_description = stack_description
+
+    def __str__(self) -> str:
+        if not self.stack_description:
+            return self.description
+        return f"{self.description}\n\nRemote traceback:\n{self.stack_description.rstrip()}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.description, self.stack_description))
+
+
+class IsolateSpawnError(IsolateError):
+    """An isolate could not start: its entry was not sendable, a module
+    refused to load in an isolated interpreter, the bootstrap failed."""
+
+
+class NotSendableError(IsolateError, TypeError):
+    """A value cannot cross between isolates.
+
+    Raised at the call that tried to send it (``send``, ``run``, ``submit``,
+    ...), naming the offending object and where it sat in the message. Nothing
+    was sent; the port or pool stays usable.
+    """
+
+
+class PortClosedError(IsolateError):
+    """``receive`` on a port that is closed and has nothing left to give."""
+
+
+class BrokenIsolateError(IsolateError):
+    """The isolate died (killed, ``Isolate.exit``, a crash) while a caller
+    waited on it."""

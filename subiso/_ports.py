@@ -1,0 +1,531 @@
+"""Ports: ``ReceivePort``, ``RawReceivePort`` and ``SendPort``.
+
+A port is a cross-interpreter queue plus a wake-up fd. ``send`` puts an
+encoded message on the queue and writes the fd; a receiver first spins on the
+queue for a few microseconds (a hot ping-pong never sleeps), then parks on the
+fd with poll. asyncio watches the same fd with ``add_reader``.
+
+Handlers given to ``listen`` run on the owning isolate's event loop: the
+running asyncio loop when there is one, else this interpreter's dispatcher
+(the isolate's own loop once its entry returns; a daemon thread in the main
+interpreter).
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import time
+
+from . import _backend
+from ._backend import EMPTY, queue_get
+from ._exceptions import NotSendableError, PortClosedError
+from ._wire import decode, encode, mark_sent, release_item, shareable
+
+TYPE_CHECKING = False  # typing costs an import in every fresh isolate
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from typing import Any
+
+__all__ = ("RawReceivePort", "ReceivePort", "SendPort")
+
+_perf_counter = time.perf_counter
+_SPIN_MIN = 2e-6
+_SPIN_MAX = 100e-6
+
+
+class _Process:
+    """Process-wide ids every interpreter learns at start-up."""
+
+    hub_wfd: int = -1  # wakes the main interpreter's hub (reaping, spawning)
+    zombie_qid: int = -1  # non-empty while exited isolates wait to be destroyed
+
+
+class _Local:
+    """This interpreter's port state."""
+
+    sent_to: set[int] = set()  # queues this interpreter put items on
+    ports: dict[int, _Port] = {}  # open ports by queue id
+    interrupt_fd: int = -1  # readable when this isolate is being killed
+    on_interrupt: Callable[[], None] | None = None
+    dispatcher: _Dispatcher | None = None
+    keepalive = 0  # open ports that keep the isolate alive
+    keepalive_changed: Callable[[], None] | None = None
+    report_error: Callable[[BaseException], None] | None = None
+    before_event: Callable[[], bool] | None = None  # False: stop dispatching
+
+
+def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
+    try:
+        _backend.queue_put(qid, shareable(item))
+    except _backend.QueueNotFoundError:
+        release_item(item)  # the port is closed: dropped, as in Dart
+        mark_sent(item)
+        return
+    mark_sent(item)
+    _Local.sent_to.add(qid)
+    _backend.wake(wfd)
+
+
+class SendPort:
+    """The sending end of a port; cheap, hashable, sendable anywhere in the process.
+
+    Two SendPorts to the same port compare equal, also after travelling
+    through other isolates.
+    """
+
+    __slots__ = ("_qid", "_wfd")
+
+    def __init__(self, qid: int, wfd: int) -> None:
+        self._qid = qid
+        self._wfd = wfd
+
+    def send(self, message: object) -> None:
+        """Send ``message``; never blocks. Dropped silently if the port is closed.
+
+        Raises:
+            NotSendableError: naming the part of ``message`` that cannot cross;
+                nothing was sent.
+        """
+        _deliver(self._qid, self._wfd, encode(message))
+
+    def _send_item(self, item: tuple[Any, ...]) -> None:
+        _deliver(self._qid, self._wfd, item)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is SendPort and other._qid == self._qid
+
+    def __hash__(self) -> int:
+        return hash((SendPort, self._qid))
+
+    def __repr__(self) -> str:
+        return f"<SendPort {self._qid}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SendPort, (self._qid, self._wfd))
+
+
+class _Port:
+    """The mechanics shared by ReceivePort and RawReceivePort."""
+
+    def __init__(self, debug_name: str | None) -> None:
+        self.debug_name = debug_name
+        self._qid = _backend.queue_create()
+        self._rfd, self._wfd = self._waker = _backend.waker_new()
+        self._closed = False
+        self._waiters = 0
+        self._spin = _SPIN_MIN
+        self._handler: Callable[[Any], object] | None = None
+        self._keepalive = False
+        self._loop: Any = None  # the asyncio loop watching this port, if any
+        self._async_waiters: list[Any] = []
+        _Local.ports[self._qid] = self
+
+    @property
+    def send_port(self) -> SendPort:
+        return SendPort(self._qid, self._wfd)
+
+    def _get(self) -> object:
+        item = queue_get(self._qid)
+        if (
+            item is not EMPTY
+            and _Process.zombie_qid >= 0
+            and _backend.queue_count(_Process.zombie_qid)
+            and not _backend.queue_count(self._qid)
+        ):
+            _backend.wake(_Process.hub_wfd)  # an exited sender may be waiting for this drain
+        return item
+
+    def _receive_item(self, timeout: float | None) -> tuple[Any, ...]:
+        deadline = None if timeout is None else _perf_counter() + timeout
+        while True:
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            item = self._get()
+            if item is not EMPTY:
+                return item  # type: ignore[return-value]
+            item = self._spin_get()
+            if item is not EMPTY:
+                return item  # type: ignore[return-value]
+            _backend.waker_drain(self._rfd)
+            item = self._get()
+            if item is not EMPTY:
+                return item  # type: ignore[return-value]
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - _perf_counter()
+                if remaining <= 0:
+                    raise TimeoutError(f"nothing arrived on {self!r} within {timeout} s")
+            self._park(remaining)
+
+    def _spin_get(self) -> object:
+        end = _perf_counter() + self._spin
+        get = self._get
+        while _perf_counter() < end:
+            item = get()
+            if item is not EMPTY:
+                self._spin = min(self._spin * 2, _SPIN_MAX)
+                return item
+        self._spin = max(self._spin / 2, _SPIN_MIN)
+        return EMPTY
+
+    def _park(self, timeout: float | None) -> None:
+        fds = [self._rfd]
+        if _Local.interrupt_fd >= 0:
+            fds.append(_Local.interrupt_fd)
+        self._waiters += 1
+        try:
+            ready = _backend.wait_readable(fds, timeout)
+        finally:
+            self._waiters -= 1
+            if self._closed and not self._waiters:
+                self._free_waker()
+        if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
+            _Local.on_interrupt()
+
+    def _poll_item(self) -> object:
+        """The next item if one is waiting, else EMPTY; never blocks."""
+        if self._closed:
+            return EMPTY
+        return self._get()
+
+    async def _receive_item_async(self, timeout: float | None) -> tuple[Any, ...]:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            item = self._get()
+            if item is not EMPTY:
+                return item  # type: ignore[return-value]
+            waiter = loop.create_future()
+            self._async_waiters.append(waiter)
+            self._watch(loop)
+            try:
+                item = self._get()  # it may have arrived before the reader was set
+                if item is not EMPTY:
+                    return item  # type: ignore[return-value]
+                if deadline is None:
+                    await waiter
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise TimeoutError(f"nothing arrived on {self!r} within {timeout} s")
+                    try:
+                        await asyncio.wait_for(waiter, remaining)
+                    except TimeoutError:
+                        pass  # the next turn looks at the queue once more, then gives up
+            finally:
+                if waiter in self._async_waiters:
+                    self._async_waiters.remove(waiter)
+                self._unwatch_if_idle()
+
+    def _watch(self, loop: Any) -> None:
+        if self._loop is None:
+            loop.add_reader(self._rfd, self._on_readable)
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(f"{self!r} is already watched by another event loop")
+
+    def _unwatch_if_idle(self) -> None:
+        if self._loop is not None and not self._async_waiters and self._handler is None:
+            self._loop.remove_reader(self._rfd)
+            self._loop = None
+
+    def _on_readable(self) -> None:
+        _backend.waker_drain(self._rfd)
+        for waiter in self._async_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._handler is not None:
+            self._dispatch_ready()
+
+    def _dispatch_ready(self) -> None:
+        """Hand every waiting message to the handler (on the owning loop)."""
+        while self._handler is not None and not self._closed:
+            if _Local.before_event is not None and not _Local.before_event():
+                return
+            item = self._get()
+            if item is EMPTY:
+                return
+            try:
+                message = decode(item)  # type: ignore[arg-type]
+                self._handler(message)
+            except BaseException as error:
+                _report(error)
+
+    def _set_handler(self, handler: Callable[[Any], object] | None, keepalive: bool) -> None:
+        if self._closed:
+            raise PortClosedError(f"{self!r} is closed")
+        self._handler = handler
+        self._set_keepalive(keepalive)
+        if handler is None:
+            self._unwatch_if_idle()
+            if _Local.dispatcher is not None:
+                _Local.dispatcher.remove(self)
+            return
+        loop = _running_loop()
+        if loop is not None and self._loop in (None, loop):
+            self._watch(loop)
+            loop.call_soon(self._dispatch_ready)
+        else:
+            _dispatcher().add(self)
+
+    def _set_keepalive(self, keepalive: bool) -> None:
+        if keepalive != self._keepalive:
+            self._keepalive = keepalive
+            _Local.keepalive += 1 if keepalive else -1
+            if _Local.keepalive_changed is not None:
+                _Local.keepalive_changed()
+
+    def close(self) -> None:
+        """Close the port; what was not received yet is dropped. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._handler = None
+        self._set_keepalive(False)
+        _Local.ports.pop(self._qid, None)
+        if _Local.dispatcher is not None:
+            _Local.dispatcher.remove(self)
+        while (item := queue_get(self._qid)) is not EMPTY:
+            release_item(item)  # type: ignore[arg-type]
+        _backend.queue_destroy(self._qid)
+        for waiter in self._async_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._loop is not None:
+            self._loop.remove_reader(self._rfd)
+            self._loop = None
+        if self._waiters:
+            _backend.wake(self._wfd)  # blocked receivers see the close; the last frees the waker
+        else:
+            self._free_waker()
+
+    def _free_waker(self) -> None:
+        if self._waker is not None:
+            _backend.waker_free(self._waker)
+            self._waker = None  # type: ignore[assignment]
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def __reduce__(self) -> Any:
+        raise NotSendableError(
+            f"{type(self).__name__} cannot be sent to another isolate; send its send_port"
+        )
+
+    def __class_getitem__(cls, item: object) -> type:
+        return cls
+
+    def __repr__(self) -> str:
+        name = f" {self.debug_name!r}" if self.debug_name else ""
+        state = " closed" if self._closed else ""
+        return f"<{type(self).__name__}{name} {self._qid}{state}>"
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+
+class ReceivePort(_Port):
+    """A port that receives messages: block, iterate, await or listen.
+
+    Messages from one sender arrive in the order sent, none lost, none
+    duplicated. ``close()`` drops what was not received yet, as in Dart.
+    """
+
+    def __init__(self, debug_name: str | None = None) -> None:
+        super().__init__(debug_name)
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """Return the next message, blocking until one arrives.
+
+        Raises:
+            PortClosedError: the port is closed (also while waiting).
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        return decode(self._receive_item(timeout))
+
+    async def receive_async(self, timeout: float | None = None) -> Any:
+        """Await the next message without blocking the event loop.
+
+        Raises:
+            PortClosedError: the port is closed (also while waiting).
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        return decode(await self._receive_item_async(timeout))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.receive()
+            except PortClosedError:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                yield await self.receive_async()
+            except PortClosedError:
+                return
+
+    def listen(self, handler: Callable[[Any], object]) -> None:
+        """Call ``handler(message)`` for every message, on the owning isolate's
+        event loop; the port then keeps its isolate alive until closed."""
+        self._set_handler(handler, keepalive=True)
+
+    def first(self, timeout: float | None = None) -> Any:
+        """Return the next message, then close the port.
+
+        Raises:
+            PortClosedError: the port was closed.
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        try:
+            return self.receive(timeout)
+        finally:
+            self.close()
+
+    def __enter__(self) -> ReceivePort:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RawReceivePort(_Port):
+    """A port whose messages all go to ``handler`` on the owning event loop.
+
+    Messages wait until a handler is set. While open and
+    ``keep_isolate_alive`` is true (the default), it keeps its isolate alive.
+    """
+
+    def __init__(
+        self, handler: Callable[[Any], object] | None = None, debug_name: str | None = None
+    ) -> None:
+        super().__init__(debug_name)
+        self._set_keepalive(True)
+        if handler is not None:
+            self._set_handler(handler, keepalive=True)
+
+    @property
+    def handler(self) -> Callable[[Any], object] | None:
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Callable[[Any], object] | None) -> None:
+        self._set_handler(handler, keepalive=self._keepalive)
+
+    @property
+    def keep_isolate_alive(self) -> bool:
+        return self._keepalive
+
+    @keep_isolate_alive.setter
+    def keep_isolate_alive(self, flag: bool) -> None:
+        if not self._closed:
+            self._set_keepalive(bool(flag))
+
+
+def _running_loop() -> Any:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _report(error: BaseException) -> None:
+    if _Local.report_error is not None:
+        _Local.report_error(error)
+        return
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        raise error
+    import traceback
+
+    print("Exception in a port handler:", file=sys.stderr)
+    traceback.print_exception(error)
+
+
+class _Dispatcher:
+    """This interpreter's loop for listened ports when no asyncio loop runs them."""
+
+    def __init__(self) -> None:
+        self._ports: dict[int, _Port] = {}
+        self._rfd, self._wfd = _backend.waker_new()
+        self._started = False
+        self._lock = _thread.allocate_lock()
+
+    def add(self, port: _Port) -> None:
+        with self._lock:
+            self._ports[port._rfd] = port
+        _backend.wake(self._wfd)
+
+    def remove(self, port: _Port) -> None:
+        with self._lock:
+            if self._ports.get(port._rfd) is port:
+                del self._ports[port._rfd]
+        _backend.wake(self._wfd)
+
+    def wake(self) -> None:
+        _backend.wake(self._wfd)
+
+    def run_once(self, timeout: float | None) -> None:
+        """Wait for port events and dispatch them (the isolate's loop turn)."""
+        with self._lock:
+            ports = list(self._ports.values())
+        fds = [self._rfd] + [port._rfd for port in ports]
+        if _Local.interrupt_fd >= 0:
+            fds.append(_Local.interrupt_fd)
+        for port in ports:  # messages may be waiting from before the handler was set
+            if port._handler is not None and queue_count_nonzero(port):
+                fds = []
+                break
+        ready = _backend.wait_readable(fds, timeout) if fds else []
+        if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
+            _Local.on_interrupt()
+        _backend.waker_drain(self._rfd)
+        for port in ports:
+            _backend.waker_drain(port._rfd)
+            port._dispatch_ready()
+
+    def start_thread(self) -> None:
+        """Run forever on a daemon thread (the main interpreter's loop)."""
+        if not self._started:
+            import threading
+
+            self._started = True
+            threading.Thread(
+                target=self._forever, name="subiso-port-dispatcher", daemon=True
+            ).start()
+
+    def _forever(self) -> None:
+        while True:
+            self.run_once(None)
+
+
+def queue_count_nonzero(port: _Port) -> bool:
+    return _backend.queue_count(port._qid) > 0
+
+
+def _dispatcher() -> _Dispatcher:
+    if _Local.dispatcher is None:
+        _Local.dispatcher = _Dispatcher()
+        if _backend.current_interpreter_id() == _backend.main_interpreter_id():
+            _Local.dispatcher.start_thread()
+    return _Local.dispatcher
+
+
+def close_all_ports() -> None:
+    """Close every port of this interpreter (at isolate exit)."""
+    for port in list(_Local.ports.values()):
+        port.close()
+

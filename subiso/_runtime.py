@@ -1,0 +1,502 @@
+"""What runs inside each isolate: bootstrap, control thread, event loop.
+
+An isolate's life, on the native thread that runs it:
+
+1. The bootstrap (``BOOTSTRAP`` below, run in the new interpreter's
+   ``__main__``) sets ``sys.path`` and calls :func:`main`.
+2. :func:`main` starts the control thread, which owns the control port, and
+   waits for its start command: ``run`` (one call, then exit) or ``spawn``
+   (an entry, then the event loop while a listening port keeps it alive).
+   A spare isolate waits here, warm, until somebody needs one.
+3. Teardown closes every port, tells exit listeners, stops the control thread
+   and leaves a report (the queues it sent to, its wake-up fds) for the main
+   interpreter, which destroys the interpreter once nothing it sent is still
+   waiting on a queue (CPython drops such items with their interpreter).
+
+The control thread is served even while user code is busy: ``kill(IMMEDIATE)``
+raises an exception into the isolate's thread with PyThreadState_SetAsyncExc
+(which only reaches threads of the calling interpreter, hence a thread in
+here), and wakes any wait on a port. Control requests are also drained by the
+event loop before each port event, so a request takes effect before any port
+event that arrives after the call that made it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+from os import urandom as _urandom
+
+from . import _backend, _ports
+from ._backend import EMPTY
+from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
+from ._wire import (
+    decode,
+    describe_error,
+    encode,
+    encode_exception,
+    encode_stream,
+    streamable,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+IMMEDIATE = 0
+BEFORE_NEXT_EVENT = 1
+
+BOOTSTRAP = """\
+import sys
+sys.path[:] = _subiso_path
+sys.argv[:] = _subiso_argv
+from subiso import _runtime
+_runtime.main(_subiso_params)
+"""
+
+
+class Capability:
+    """An unforgeable token; equal to itself after travelling between isolates."""
+
+    __slots__ = ("_token",)
+
+    def __init__(self) -> None:
+        self._token = _urandom(16)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Capability and other._token == self._token
+
+    def __hash__(self) -> int:
+        return hash(self._token)
+
+    def __repr__(self) -> str:
+        return f"<Capability {self._token.hex()[:8]}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_capability, (self._token,))
+
+
+def _capability(token: bytes) -> Capability:
+    capability = Capability.__new__(Capability)
+    capability._token = token
+    return capability
+
+
+class IsolateKilled(BaseException):
+    """Raised into an isolate's thread to stop it; never seen outside."""
+
+
+class _IsolateExit(BaseException):
+    """Unwinds ``Isolate.exit()`` to the runtime."""
+
+
+class Runtime:
+    """The state of the isolate this interpreter is."""
+
+    current: Runtime | None = None
+
+    def __init__(self, params: tuple[Any, ...]) -> None:
+        (
+            self.ctl_qid,
+            self.ctl_wfd,
+            self.ctl_rfd,
+            self.report_qid,
+            self.interrupt,
+            _Process.hub_wfd,
+            _Process.zombie_qid,
+            self.hub_qid,
+            self.isolation,
+        ) = params
+        self.debug_name: str | None = None
+        self.pause_cap: object = None
+        self.terminate_cap: object = None
+        _Local.interrupt_fd = self.interrupt[0]
+        _Local.on_interrupt = self._on_interrupt
+        _Local.report_error = self.report_error
+        _Local.before_event = self.before_event
+        _Local.keepalive_changed = self._wake_loop
+        self.lock = _thread.allocate_lock()
+        self.job_ready = _thread.allocate_lock()
+        self.job_ready.acquire()
+        self.job: Any = None
+        self.thread_id = _thread.get_ident()
+        self.killed = False
+        self.exiting = False
+        self.in_user_code = False
+        self.injected = False
+        self.paused: dict[bytes, int] = {}
+        self.errors_fatal = True
+        self.exit_listeners: list[tuple[SendPort, object]] = []
+        self.error_listeners: list[SendPort] = []
+        self.loop: Any = None  # the asyncio loop, when the entry is async
+        self.done_event: Any = None  # set when the asyncio loop may finish
+        self.later: list[Any] = []  # actions for the loop (BEFORE_NEXT_EVENT pings)
+        Runtime.current = self
+
+    # -- control --------------------------------------------------------------
+
+    def control_thread(self) -> None:
+        while True:
+            try:
+                item = _backend.queue_get(self.ctl_qid)
+            except _backend.QueueNotFoundError:
+                return  # teardown destroyed the control queue
+            if item is EMPTY:
+                _backend.wait_readable([self.ctl_rfd], None)
+                _backend.waker_drain(self.ctl_rfd)
+                continue
+            if not self.apply(decode(item)):  # type: ignore[arg-type]
+                return
+
+    def apply(self, request: tuple[Any, ...]) -> bool:
+        """Carry out one control request; False stops the control thread."""
+        kind = request[0]
+        if kind == "stop":
+            return False
+        if kind == "start":
+            self.job = request
+            self.job_ready.release()
+        elif kind == "kill":
+            _, capability, priority = request
+            if capability == self.terminate_cap:
+                self.kill(priority)
+        elif kind == "ping":
+            _, port, response, priority = request
+            if priority == IMMEDIATE:
+                port.send(response)
+            else:
+                self._later(lambda: port.send(response))
+        elif kind == "pause":
+            _, capability = request
+            with self.lock:
+                self.paused[capability] = 1
+        elif kind == "resume":
+            _, capability = request
+            with self.lock:
+                self.paused.pop(capability, None)
+            self._wake_loop()
+        elif kind == "add_exit":
+            _, port, response = request
+            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != port]
+            self.exit_listeners.append((port, response))
+        elif kind == "remove_exit":
+            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != request[1]]
+        elif kind == "add_error":
+            if request[1] not in self.error_listeners:
+                self.error_listeners.append(request[1])
+        elif kind == "remove_error":
+            self.error_listeners = [p for p in self.error_listeners if p != request[1]]
+        elif kind == "fatal":
+            self.errors_fatal = bool(request[1])
+        return True
+
+    def _later(self, action: Any) -> None:
+        self.later.append(action)
+        self._wake_loop()
+
+    def kill(self, priority: int) -> None:
+        if self.job_ready.locked() and self.job is None:
+            self.job_ready.release()  # a spare, killed before it had work
+        self.exiting = True
+        if priority == IMMEDIATE:
+            self.killed = True
+            _backend.wake(self.interrupt[1])
+            with self.lock:
+                if self.in_user_code:
+                    self._inject()
+        self._wake_loop()
+
+    def _inject(self) -> None:
+        import ctypes
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(self.thread_id), ctypes.py_object(IsolateKilled)
+        )
+        self.injected = True
+
+    def _on_interrupt(self) -> None:
+        if self.killed and _thread.get_ident() == self.thread_id:
+            raise IsolateKilled
+
+    def before_event(self) -> bool:
+        """Drain control requests ahead of a port event; False: do not dispatch."""
+        while True:
+            try:
+                item = _backend.queue_get(self.ctl_qid)
+            except _backend.QueueNotFoundError:
+                break
+            if item is EMPTY:
+                break
+            self.apply(decode(item))  # type: ignore[arg-type]
+        if self.killed:
+            raise IsolateKilled
+        return not self.exiting and not self.paused
+
+    def _wake_loop(self) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._check_done)
+            except RuntimeError:
+                pass
+        elif _Local.dispatcher is not None:
+            _Local.dispatcher.wake()
+
+    def _check_done(self) -> None:
+        if self.done_event is not None and self._finished():
+            self.done_event.set()
+
+    def _finished(self) -> bool:
+        return self.exiting or _Local.keepalive <= 0
+
+    # -- errors ---------------------------------------------------------------
+
+    def report_error(self, error: BaseException) -> None:
+        if isinstance(error, (IsolateKilled, _IsolateExit)):
+            raise error
+        if isinstance(error, SystemExit):
+            self.exiting = True
+            self._wake_loop()
+            return
+        message = describe_error(error)
+        for port in self.error_listeners:
+            port.send(message)
+        if not self.error_listeners and not self.errors_fatal:
+            sys.stderr.write(f"Uncaught error in isolate {self.debug_name or ''}:\n{message[1]}")
+        if self.errors_fatal:
+            if not self.error_listeners:
+                sys.stderr.write(
+                    f"Uncaught error in isolate {self.debug_name or ''}, which exits:\n{message[1]}"
+                )
+            self.exiting = True
+            self._wake_loop()
+
+    # -- running user code ----------------------------------------------------
+
+    def call_user(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            if self.killed:
+                raise IsolateKilled
+            self.in_user_code = True
+        try:
+            result = fn(*args, **kwargs)
+            if _is_awaitable(result):
+                result = self.run_async(result)
+            return result
+        finally:
+            with self.lock:
+                self.in_user_code = False
+
+    def run_async(self, awaitable: Any) -> Any:
+        import asyncio
+
+        async def main() -> Any:
+            self.loop = asyncio.get_running_loop()
+            self.done_event = asyncio.Event()
+            try:
+                return await awaitable
+            finally:
+                self.loop = None
+
+        return asyncio.run(main())
+
+    def serve(self) -> None:
+        """The event loop after the entry returned: while a port keeps it alive."""
+        dispatcher = _ports._dispatcher()
+        while not self.exiting and _Local.keepalive > 0:
+            while self.later:
+                self.call_user(self.later.pop(0))
+            with self.lock:
+                if self.killed:
+                    raise IsolateKilled
+                self.in_user_code = True
+            try:
+                dispatcher.run_once(None)
+            finally:
+                with self.lock:
+                    self.in_user_code = False
+
+    async def serve_async(self) -> None:
+        """The asyncio face of ``serve``: wait until no port keeps us alive."""
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+        self.done_event = asyncio.Event()
+        dispatcher = _Local.dispatcher
+        if dispatcher is not None:  # ports listened before the loop ran move onto it
+            for port in list(dispatcher._ports.values()):
+                dispatcher.remove(port)
+                port._set_handler(port._handler, port._keepalive)
+        while not self._finished():
+            self.done_event.clear()
+            while self.later:
+                self.later.pop(0)()
+            await self.done_event.wait()
+
+    # -- jobs -----------------------------------------------------------------
+
+    def do_run(self, fn: Any, args: Any, kwargs: Any, reply: SendPort) -> None:
+        try:
+            result = self.call_user(fn, *args, **kwargs)
+        except (IsolateKilled, _IsolateExit):
+            raise
+        except BaseException as error:
+            reply.send(("err", encode_exception(error)))
+            return
+        if streamable(result):
+            try:
+                items = encode_stream(result)
+                header = next(items)
+                first = next(items, None)
+            except BaseException as error:
+                reply.send(("err", encode_exception(error)))
+                return
+            reply.send(("stream", header[1]))
+            if first is not None:
+                reply._send_item(first)
+                for item in items:
+                    reply._send_item(item)
+            return
+        try:
+            item = encode(("ok", result), "result")
+        except BaseException as error:
+            reply.send(("err", encode_exception(error)))
+            return
+        reply._send_item(item)
+
+    def do_spawn(
+        self,
+        entry: Any,
+        message: Any,
+        paused: bool,
+        ack: SendPort,
+    ) -> None:
+        if paused:
+            self.paused[self.pause_cap] = 1
+        ack.send(("started",))
+        while self.paused and not self.exiting:  # a paused start waits for resume
+            _backend.wait_readable([self.ctl_rfd, self.interrupt[0]], None)
+            _backend.waker_drain(self.ctl_rfd)
+            self.before_event()
+        if self.exiting:
+            return
+        is_async = _is_coroutine_function(entry)
+        try:
+            result = self.call_user(entry, message) if not is_async else None
+            if is_async:
+                self.run_async(self._async_entry(entry, message))
+                return
+        except (IsolateKilled, _IsolateExit):
+            raise
+        except BaseException as error:
+            self.report_error(error)
+        del result
+        self.serve()
+
+    async def _async_entry(self, entry: Any, message: Any) -> None:
+        try:
+            await entry(message)
+        except (IsolateKilled, _IsolateExit):
+            raise
+        except BaseException as error:
+            self.report_error(error)
+        await self.serve_async()
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    code = getattr(fn, "__code__", None)
+    return code is not None and bool(code.co_flags & 0x180)  # CO_COROUTINE | CO_ITERABLE_COROUTINE
+
+
+def _is_awaitable(value: object) -> bool:
+    return type(value).__name__ == "coroutine" and hasattr(value, "__await__")
+
+
+def main(params: tuple[Any, ...]) -> None:
+    """The isolate's whole life; returns when it has exited."""
+    runtime = Runtime(params)
+    control = _thread.start_joinable_thread(runtime.control_thread, daemon=False)
+    try:
+        _life(runtime)
+    finally:
+        _teardown(runtime, control)
+
+
+def _life(runtime: Runtime) -> None:
+    _backend.queue_put(runtime.hub_qid, (0, ("ready", runtime.ctl_qid)))  # warm now
+    _Local.sent_to.add(runtime.hub_qid)
+    _backend.wake(_Process.hub_wfd)
+    runtime.job_ready.acquire()
+    if runtime.job is None:
+        return
+    _, kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, payload = (
+        runtime.job
+    )
+    runtime.job = None
+    try:
+        if kind == "run":
+            fn, args, kwargs = payload
+            runtime.exit_listeners.append((notify, ("exit",)))
+            runtime.do_run(fn, args, kwargs, notify)
+        else:
+            entry, message, options, exit_port = payload
+            paused, fatal, on_exit, on_error = options
+            runtime.errors_fatal = fatal
+            runtime.exit_listeners.append((exit_port, ("exit",)))
+            if on_exit is not None:
+                runtime.exit_listeners.append((on_exit, None))
+            if on_error is not None:
+                runtime.error_listeners.append(on_error)
+            runtime.do_spawn(entry, message, paused, notify)
+    except (IsolateKilled, _IsolateExit):
+        pass
+    except BaseException as error:  # a failure of the runtime itself: say it, then exit
+        try:
+            runtime.report_error(error)
+        except BaseException:
+            pass
+
+
+def _teardown(runtime: Runtime, control: Any) -> None:
+    with runtime.lock:
+        runtime.exiting = True
+        runtime.in_user_code = False
+        if runtime.injected:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runtime.thread_id), None)
+    # An exception injected just before the lock was taken may still surface
+    # anywhere below; each step tolerates it by being repeated until done.
+    while True:
+        try:
+            _ports.close_all_ports()
+            _backend.queue_destroy(runtime.ctl_qid)
+            for port, response in runtime.exit_listeners:
+                port.send(response)
+            runtime.exit_listeners = []
+        except IsolateKilled:
+            continue
+        break
+    _backend.wake(runtime.ctl_wfd)  # the control thread sees the queue is gone
+    while True:
+        try:
+            control.join()
+        except IsolateKilled:
+            continue
+        break
+    report = (
+        tuple(_Local.sent_to),
+        tuple(_backend.wakers_take_free()),
+    )
+    _backend.queue_put(runtime.report_qid, report)
+
+
+def exit_current(port: SendPort | None, message: object) -> None:
+    """``Isolate.exit``: send the last message, then end this isolate."""
+    if port is not None:
+        port.send(message)
+    if Runtime.current is None:
+        raise SystemExit(0)
+    raise _IsolateExit
+
+
+__all__ = ("BOOTSTRAP", "Capability", "RawReceivePort", "ReceivePort", "Runtime", "main")

@@ -1,0 +1,43 @@
+"""Shared fixtures: every test must leave no isolate, thread or port behind."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from subiso import _backend, _isolate  # noqa: E402
+from subiso._ports import _Local  # noqa: E402
+
+SETTLE_SECONDS = 20
+
+
+def _our_threads() -> set[threading.Thread]:
+    return {
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("subiso-") and t.name not in ("subiso-spare", "subiso-hub")
+        and t.name != "subiso-port-dispatcher"
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    threads_before = set(threading.enumerate())
+    ports_before = set(_Local.ports)
+    yield
+    assert _isolate.settle(SETTLE_SECONDS), "isolates were left behind"
+    leaked_threads = [
+        t for t in set(threading.enumerate()) - threads_before
+        if t.name not in ("subiso-spare", "subiso-hub", "subiso-port-dispatcher")
+    ]
+    assert not leaked_threads, f"threads left behind: {leaked_threads}"
+    hub = _isolate._hub
+    spares = 0 if hub is None else len(hub.spares) + len(hub.warming)
+    assert len(_backend.interpreter_ids()) == 1 + spares, "interpreters left behind"
+    leaked_ports = set(_Local.ports) - ports_before
+    assert not leaked_ports, f"ports left open: {[_Local.ports[q] for q in leaked_ports]}"

@@ -1,0 +1,114 @@
+"""Plain functions the tests run in isolates (importable by reference there)."""
+
+from __future__ import annotations
+
+import time
+
+COUNTER = [0]
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def bump():
+    COUNTER[0] += 1
+    return COUNTER[0]
+
+
+class Boom(Exception):
+    pass
+
+
+def boom(message):
+    raise Boom(message)
+
+
+def unpicklable_error():
+    import threading
+
+    raise ValueError(threading.Lock())
+
+
+def echo_entry(port):
+    """Spawn entry: reply on ``port`` with a port of our own, echo until None."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    for message in inbox:
+        if message is None:
+            inbox.close()
+            break
+        port.send(("echo", message))
+
+
+def listen_entry(port):
+    import subiso
+
+    inbox = subiso.ReceivePort()
+
+    def handle(message):
+        if message == "stop":
+            inbox.close()
+        else:
+            port.send(("got", message))
+
+    inbox.listen(handle)
+    port.send(inbox.send_port)
+
+
+async def async_entry(port):
+    import asyncio
+
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    message = await inbox.receive_async(timeout=30)
+    await asyncio.sleep(0)
+    port.send(("async", message))
+    inbox.close()
+
+
+def busy_entry(port):
+    port.send("busy")
+    while True:
+        pass
+
+
+def failing_entry(message):
+    raise RuntimeError(f"entry failed: {message}")
+
+
+def exit_entry(port):
+    import subiso
+
+    subiso.Isolate.exit(port, "last words")
+    raise AssertionError("not reached")
+
+
+def burst_entry(args):
+    port, n = args
+    for i in range(n):
+        port.send(i)
+
+
+def current_name(_):
+    import subiso
+
+    return subiso.Isolate.current().debug_name
+
+
+def photos(n):
+    album = {"title": "shared"}
+    return [{"id": i, "album": album, "title": f"photo {i}"} for i in range(n)]
+
+
+def slow_square(x):
+    time.sleep(0.001)
+    return x * x

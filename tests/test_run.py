@@ -1,0 +1,122 @@
+"""One-shot work: run, run_async, compute, Isolate.run."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import helpers
+import pytest
+
+import subiso
+
+
+def test_run_returns_the_value():
+    assert subiso.run(helpers.square, 7) == 49
+    assert subiso.run(helpers.add, 1, 2, c=3) == 6
+
+
+def test_compute_and_isolate_run():
+    assert subiso.compute(helpers.square, 9) == 81
+    assert subiso.Isolate.run(lambda: "done", debug_name="lam") == "done"
+
+
+def test_lambdas_and_closures_go_by_value():
+    base = 10
+    offsets = {"a": 1}
+    assert subiso.run(lambda x: x + base + offsets["a"], 5) == 16
+
+
+def test_no_state_leaks_between_calls():
+    assert subiso.run(helpers.bump) == 1
+    assert subiso.run(helpers.bump) == 1
+
+
+def test_exception_comes_back_as_itself_with_remote_traceback():
+    with pytest.raises(helpers.Boom, match="kaboom") as info:
+        subiso.run(helpers.boom, "kaboom")
+    cause = info.value.__cause__
+    assert isinstance(cause, subiso.RemoteError)
+    assert "helpers.py" in cause.stack_description
+    assert "boom" in cause.stack_description
+
+
+def test_unsendable_exception_becomes_remote_error():
+    with pytest.raises(subiso.RemoteError, match="ValueError"):
+        subiso.run(helpers.unpicklable_error)
+
+
+def test_unsendable_argument_names_the_object():
+    lock = threading.Lock()
+    with pytest.raises(subiso.NotSendableError, match=r"lock.*\[1\]\['key'\]"):
+        subiso.run(helpers.square, [1, {"key": lock}])
+    assert subiso.run(helpers.square, 3) == 9  # still usable
+
+
+def test_unsendable_result():
+    with pytest.raises(subiso.NotSendableError, match="lock"):
+        subiso.run(lambda: __import__("threading").Lock())
+
+
+def test_run_async_does_not_block_the_loop():
+    async def main():
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        result = await subiso.run_async(helpers.square, 12)
+        other = await subiso.compute_async(helpers.square, 3)
+        named = await subiso.Isolate.run_async(lambda: 5, debug_name="x")
+        stop.set()
+        await task
+        return result, other, named, ticks
+
+    result, other, named, ticks = asyncio.run(main())
+    assert (result, other, named) == (144, 9, 5)
+    assert ticks > 0
+
+
+def test_large_result_is_streamed_and_keeps_shared_references():
+    result = subiso.run(helpers.photos, 20_000)
+    assert len(result) == 20_000
+    assert result[123]["title"] == "photo 123"
+    assert result[0]["album"] is result[-1]["album"]
+
+
+def test_large_result_async():
+    result = asyncio.run(subiso.run_async(helpers.photos, 10_000))
+    assert [p["id"] for p in result] == list(range(10_000))
+    assert result[0]["album"] is result[-1]["album"]
+
+
+def test_debug_name_is_visible_inside():
+    assert subiso.Isolate.run(lambda: helpers.current_name(None), debug_name="worker") == "worker"
+
+
+def test_legacy_isolation():
+    assert subiso.Isolate.run(lambda: 2 + 2, isolation="legacy") == 4
+
+
+def test_bad_isolation():
+    with pytest.raises(ValueError, match="isolation"):
+        subiso.Isolate.run(lambda: 1, isolation="shared")
+
+
+def test_not_callable():
+    with pytest.raises(TypeError):
+        subiso.run(42)
+
+
+def test_isolate_exit_inside_run_is_a_broken_isolate():
+    with pytest.raises(subiso.BrokenIsolateError):
+        subiso.run(lambda: subiso.Isolate.exit())
+
+
+def test_many_runs_leave_nothing_behind():
+    assert [subiso.run(helpers.square, i) for i in range(20)] == [i * i for i in range(20)]
