@@ -1,0 +1,115 @@
+"""Isolate.spawn, lifetime, exit, errors, kill."""
+
+from __future__ import annotations
+
+import helpers
+import pytest
+
+import subiso
+
+T = 30  # every wait has a timeout
+
+
+def test_spawn_and_talk():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.echo_entry, port.send_port, debug_name="echo")
+        inbox = port.receive(timeout=T)
+        inbox.send("hi")
+        assert port.receive(timeout=T) == ("echo", "hi")
+        inbox.send(None)
+        assert iso.join(T)
+        assert not iso.is_alive()
+
+
+def test_listen_keeps_the_isolate_alive_until_closed():
+    with subiso.ReceivePort() as port, subiso.ReceivePort() as exits:
+        iso = subiso.Isolate.spawn(helpers.listen_entry, port.send_port, on_exit=exits.send_port)
+        inbox = port.receive(timeout=T)
+        assert iso.is_alive()
+        inbox.send(1)
+        assert port.receive(timeout=T) == ("got", 1)
+        inbox.send("stop")
+        assert exits.receive(timeout=T) is None
+        assert iso.join(T)
+
+
+def test_async_entry():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.async_entry, port.send_port)
+        inbox = port.receive(timeout=T)
+        inbox.send("ping")
+        assert port.receive(timeout=T) == ("async", "ping")
+        assert iso.join(T)
+
+
+def test_uncaught_error_goes_to_listeners_and_is_fatal():
+    with subiso.ReceivePort() as errors, subiso.ReceivePort() as exits:
+        iso = subiso.Isolate.spawn(
+            helpers.failing_entry, "x", on_error=errors.send_port, on_exit=exits.send_port
+        )
+        description, stack = errors.receive(timeout=T)
+        assert "entry failed: x" in description and "failing_entry" in stack
+        assert exits.receive(timeout=T) is None
+        assert iso.join(T)
+
+
+def test_exit_sends_the_last_message_even_after_the_isolate_is_gone():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.exit_entry, port.send_port)
+        assert iso.join(T)
+        assert port.receive(timeout=T) == "last words"
+
+
+def test_messages_outlive_their_sender():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.burst_entry, (port.send_port, 500))
+        assert iso.join(T)
+        assert [port.receive(timeout=T) for _ in range(500)] == list(range(500))
+
+
+def test_kill_immediate_stops_a_busy_loop():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.busy_entry, port.send_port)
+        assert port.receive(timeout=T) == "busy"
+        iso.kill(subiso.IMMEDIATE)
+        assert iso.join(T)
+
+
+def test_context_manager_kills_and_joins():
+    with subiso.ReceivePort() as port:
+        with subiso.Isolate.spawn(helpers.busy_entry, port.send_port) as iso:
+            assert port.receive(timeout=T) == "busy"
+        assert not iso.is_alive()
+
+
+def test_unsendable_entry():
+    import threading
+
+    lock = threading.Lock()
+    with pytest.raises(subiso.IsolateSpawnError) as info:
+        subiso.Isolate.spawn(helpers.echo_entry, lock)
+    assert isinstance(info.value, subiso.NotSendableError)
+
+
+def test_current_in_main_and_in_isolate():
+    assert subiso.Isolate.current().control_port is None
+    name = subiso.Isolate.run(lambda: subiso.Isolate.current().debug_name, debug_name="n")
+    assert name == "n"
+
+
+def test_spawn_async():
+    import asyncio
+
+    async def main():
+        port = subiso.ReceivePort()
+        iso = await subiso.Isolate.spawn_async(helpers.echo_entry, port.send_port)
+        inbox = await port.receive_async(timeout=T)
+        inbox.send(None)
+        assert iso.join(T)
+        port.close()
+
+    asyncio.run(main())
+
+
+def test_nested_run_inside_an_isolate():
+    assert subiso.run(lambda: subiso.run(helpers.square, 6)) == 36
