@@ -8,7 +8,9 @@ The tree::
         ├── IsolateSpawnError         an isolate could not start
         ├── NotSendableError          (also TypeError) a value cannot cross isolates
         ├── PortClosedError           receive on a port that *you* closed (or was closed and drained)
-        └── BrokenIsolateError        the *other side* died while a caller waited on it
+        ├── BrokenIsolateError        the *other side* died while a caller waited on it
+        └── SubinterpreterImportError (also ImportError) an extension module refused
+                                      to load in an isolated interpreter
 
 "Closed" and "broken" are kept apart on purpose: a closed port is an orderly
 end that the owner chose; a broken isolate is a failure somebody else caused.
@@ -19,6 +21,7 @@ Every exception here pickles (``__reduce__``), because it will cross isolates.
 from __future__ import annotations
 
 __all__ = (
+    "SubinterpreterImportError",
     "BrokenIsolateError",
     "IsolateError",
     "IsolateSpawnError",
@@ -79,3 +82,38 @@ class PortClosedError(IsolateError):
 class BrokenIsolateError(IsolateError):
     """The isolate died (killed, ``Isolate.exit``, a crash) while a caller
     waited on it."""
+
+
+class SubinterpreterImportError(ImportError, IsolateError):
+    """An extension module refused to load in an isolated subinterpreter.
+
+    CPython raises a plain ImportError ("module X does not support loading in
+    subinterpreters"); subiso re-raises it as this subclass, whose message
+    names the module and the way out.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_subinterpreter_import_error, (str(self), self.name))
+
+
+def _subinterpreter_import_error(message: str, name: str | None) -> SubinterpreterImportError:
+    return SubinterpreterImportError(message, name=name)
+
+
+_REFUSAL = "does not support loading in subinterpreters"
+
+
+def explain_import_refusal(error: BaseException) -> BaseException:
+    """Turn CPython's refusal to load a module into an error that says what to do."""
+    if not isinstance(error, ImportError) or isinstance(error, SubinterpreterImportError):
+        return error
+    if _REFUSAL not in str(error):
+        return error
+    explained = SubinterpreterImportError(
+        f"{error} (isolated interpreters refuse it): run this work with "
+        "isolation='legacy', a subinterpreter that shares the main GIL, "
+        "or keep the module in the main interpreter",
+        name=error.name,
+    )
+    explained.__traceback__ = error.__traceback__
+    return explained

@@ -26,7 +26,7 @@ import os
 import sys
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
-from ._exceptions import NotSendableError, RemoteError
+from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -384,6 +384,7 @@ def _format_exception(error: BaseException) -> tuple[str, str]:
 
 def encode_exception(error: BaseException) -> tuple[Any, ...]:
     """Encode an exception with its traceback text, for ``decode_exception``."""
+    error = explain_import_refusal(error)
     description, stack = _format_exception(error)
     pickled: bytes | None
     try:
@@ -414,7 +415,7 @@ def decode_exception(payload: tuple[Any, ...]) -> BaseException:
 
 def describe_error(error: BaseException) -> list[str]:
     """``[description, stack]``, as Dart hands errors to error listeners."""
-    return list(_format_exception(error))
+    return list(_format_exception(explain_import_refusal(error)))
 
 
 # -- streams of large lists and dicts -----------------------------------------

@@ -120,3 +120,11 @@ def test_isolate_exit_inside_run_is_a_broken_isolate():
 
 def test_many_runs_leave_nothing_behind():
     assert [subiso.run(helpers.square, i) for i in range(20)] == [i * i for i in range(20)]
+
+
+def test_module_that_refuses_isolated_interpreters():
+    with pytest.raises(ImportError, match="legacy") as info:
+        subiso.run(lambda: __import__("_testsinglephase"))
+    assert "_testsinglephase" in str(info.value)
+    assert isinstance(info.value, subiso.IsolateError)
+    assert subiso.Isolate.run(lambda: bool(__import__("_testsinglephase")), isolation="legacy")

@@ -1,0 +1,47 @@
+"""Leaving the process with live, even busy, isolates is clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    sys.path.insert(0, {tests!r})
+    import helpers, subiso
+
+    port = subiso.ReceivePort()
+    busy = subiso.Isolate.spawn(helpers.busy_entry, port.send_port)
+    assert port.receive(timeout=30) == "busy"
+    listening = subiso.Isolate.spawn(helpers.listen_entry, port.send_port)
+    port.receive(timeout=30)
+    started = threading.Event()
+
+    def in_run():
+        started.set()
+        try:
+            subiso.run(lambda: [0 for _ in iter(int, 1)])  # never returns by itself
+        except BaseException:
+            pass
+
+    threading.Thread(target=in_run).start()
+    started.wait(30)
+    print("leaving", flush=True)
+    sys.exit(3)
+    """
+)
+
+
+def test_exit_with_busy_isolates_is_clean_and_keeps_the_exit_code():
+    script = SCRIPT.format(tests=str(Path(__file__).parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert "leaving" in result.stdout
+    assert "Fatal Python error" not in result.stderr, result.stderr
+    assert result.returncode == 3, result.stderr
