@@ -67,6 +67,13 @@ def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
     _backend.wake(wfd)
 
 
+def _drained() -> None:
+    """A queue just emptied (or closed): an exited isolate that sent to it
+    may be waiting for that before the hub destroys its interpreter."""
+    if _Process.zombie_qid >= 0 and _backend.queue_count(_Process.zombie_qid):
+        _backend.wake(_Process.hub_wfd)
+
+
 class SendPort:
     """The sending end of a port; cheap, hashable, sendable anywhere in the process.
 
@@ -126,14 +133,12 @@ class _Port:
         return SendPort(self._qid, self._wfd)
 
     def _get(self) -> object:
-        item = queue_get(self._qid)
-        if (
-            item is not EMPTY
-            and _Process.zombie_qid >= 0
-            and _backend.queue_count(_Process.zombie_qid)
-            and not _backend.queue_count(self._qid)
-        ):
-            _backend.wake(_Process.hub_wfd)  # an exited sender may be waiting for this drain
+        try:
+            item = queue_get(self._qid)
+        except _backend.QueueNotFoundError:  # closed by another thread meanwhile
+            raise PortClosedError(f"{self!r} is closed") from None
+        if item is not EMPTY and not _backend.queue_count(self._qid):
+            _drained()
         return item
 
     def _receive_item(self, timeout: float | None) -> tuple[Any, ...]:
@@ -293,6 +298,7 @@ class _Port:
         while (item := queue_get(self._qid)) is not EMPTY:
             release_item(item)  # type: ignore[arg-type]
         _backend.queue_destroy(self._qid)
+        _drained()
         for waiter in self._async_waiters:
             if not waiter.done():
                 waiter.set_result(None)

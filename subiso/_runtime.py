@@ -131,6 +131,7 @@ class Runtime:
         self.loop: Any = None  # the asyncio loop, when the entry is async
         self.done_event: Any = None  # set when the asyncio loop may finish
         self.later: list[Any] = []  # actions for the loop (BEFORE_NEXT_EVENT pings)
+        self.refused: list[Any] = []  # start commands that came too late
         Runtime.current = self
 
     # -- control --------------------------------------------------------------
@@ -154,8 +155,11 @@ class Runtime:
         if kind == "stop":
             return False
         if kind == "start":
-            self.job = request
-            self.job_ready.release()
+            if self.exiting or self.job is not None or not self.job_ready.locked():
+                self.refused.append(request)  # teardown tells its sender
+            else:
+                self.job = request
+                self.job_ready.release()
         elif kind == "kill":
             _, capability, priority = request
             if capability == self.terminate_cap:
@@ -469,6 +473,7 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     while True:
         try:
             _ports.close_all_ports()
+            _refuse_pending_starts(runtime)
             _backend.queue_destroy(runtime.ctl_qid)
             for port, response in runtime.exit_listeners:
                 port.send(response)
@@ -488,6 +493,22 @@ def _teardown(runtime: Runtime, control: Any) -> None:
         tuple(_backend.wakers_take_free()),
     )
     _backend.queue_put(runtime.report_qid, report)
+
+
+def _refuse_pending_starts(runtime: Runtime) -> None:
+    """Tell whoever queued work for this isolate after it began to exit."""
+    pending = runtime.refused + ([runtime.job] if runtime.job is not None else [])
+    runtime.refused = []
+    while (item := _backend.queue_get(runtime.ctl_qid)) is not EMPTY:
+        try:
+            request = decode(item)  # type: ignore[arg-type]
+        except BaseException:
+            continue
+        if request[0] == "start":
+            pending.append(request)
+    runtime.job = None
+    for request in pending:
+        request[5].send(("exit",))
 
 
 def exit_current(port: SendPort | None, message: object) -> None:

@@ -11,6 +11,8 @@ An encoded message ("item") is a shareable tuple that a raw queue can carry:
   (imported only where such a payload is sent or arrives).
 - ``(PICKLED, data, fds)``: the message carries ``TransferableBuffer``s,
   whose memory travels as memfd file descriptors, never copied.
+- ``(MIXED, parts, fds)``: a tuple holding large str/bytes, encoded part by
+  part so that those travel as themselves rather than inside a pickle.
 
 Large lists and dicts can also be sent as a *stream*: several pickles made by
 one pickler, so that references shared between items survive, which the
@@ -42,6 +44,7 @@ __all__ = (
 
 PLAIN = 0
 PICKLED = 1
+MIXED = 2
 PROTOCOL = 5
 
 _FunctionType = type(lambda: None)
@@ -208,13 +211,11 @@ class TransferableBuffer:
         self._fd = -1
         self._inline: bytes | None = None
         if self._nbytes and hasattr(os, "memfd_create"):
-            import mmap
-
             fd = os.memfd_create("subiso-transfer", os.MFD_CLOEXEC)
             try:
-                os.ftruncate(fd, self._nbytes)
-                with mmap.mmap(fd, self._nbytes) as mapped:
-                    mapped[:] = view
+                written = 0  # write(), not a mapping: the kernel fills its pages without faults
+                while written < self._nbytes:
+                    written += os.write(fd, view[written:])
             except BaseException:
                 os.close(fd)
                 raise
@@ -331,6 +332,29 @@ def not_sendable(obj: object, error: BaseException, what: str = "message") -> No
     )
 
 
+_BIG = 64 * 1024
+
+
+def _holds_big_plain(value: object, depth: int = 0) -> bool:
+    """Whether a tuple carries a large str/bytes that should not be pickled."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) >= _BIG  # type: ignore[arg-type]
+    if kind is tuple and depth < 3:
+        return any(_holds_big_plain(part, depth + 1) for part in value)  # type: ignore[attr-defined]
+    return False
+
+
+def _encode_mixed(message: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+    """A tuple encoded part by part, so that its large plain parts travel
+    as themselves instead of inside a pickle (a 20 MB str costs a copy, not
+    a pickling on the sender's thread)."""
+    parts = [encode(part, f"{what}[{i}]") for i, part in enumerate(message)]
+    fds = tuple(fd for part in parts if len(part) > 2 for fd in part[2])
+    transferables = [t for part in parts if len(part) > 3 for t in part[3]]
+    return (MIXED, tuple(shareable(part) for part in parts), fds, transferables)
+
+
 def encode(message: object, what: str = "message") -> tuple[Any, ...]:
     """Encode ``message`` into a shareable item.
 
@@ -339,6 +363,8 @@ def encode(message: object, what: str = "message") -> tuple[Any, ...]:
     """
     if _is_plain(message):
         return (PLAIN, message)
+    if type(message) is tuple and _holds_big_plain(message):
+        return _encode_mixed(message, what)
     buffer = io.BytesIO()
     pickler = _Pickler(buffer)
     try:
@@ -366,8 +392,11 @@ def mark_sent(item: tuple[Any, ...]) -> None:
 
 
 def decode(item: tuple[Any, ...]) -> Any:
-    if item[0] == PLAIN:
+    tag = item[0]
+    if tag == PLAIN:
         return item[1]
+    if tag == MIXED:
+        return tuple(decode(part) for part in item[1])
     return _pickle.loads(item[1])
 
 
@@ -421,7 +450,10 @@ def describe_error(error: BaseException) -> list[str]:
 # -- streams of large lists and dicts -----------------------------------------
 
 STREAM_MIN_ITEMS = 4096
-_SLICE_SECONDS = 0.004  # pickling time per slice; unpickling is about half
+# Pickling time per slice. Unpickling a slice can take two or three times
+# longer (object construction), and the receiver batches small slices up to
+# its own time budget, so slices are kept small.
+_SLICE_SECONDS = 0.0005
 
 
 def streamable(value: object) -> bool:

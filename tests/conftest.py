@@ -25,12 +25,24 @@ def _our_threads() -> set[threading.Thread]:
     }
 
 
+def _hub_state() -> str:
+    hub = _isolate._hub
+    if hub is None:
+        return "no hub"
+    zombies = [(iid, [(q, _backend.queue_count(q)) for q in qs]) for iid, qs in hub.zombies]
+    return (
+        f"live={len(hub.live)} spares={len(hub.spares)} warming={len(hub.warming)} "
+        f"destroying={hub.destroying} zombies={zombies} "
+        f"threads={[t.name for t in threading.enumerate()]}"
+    )
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
     threads_before = set(threading.enumerate())
     ports_before = set(_Local.ports)
     yield
-    assert _isolate.settle(SETTLE_SECONDS), "isolates were left behind"
+    assert _isolate.settle(SETTLE_SECONDS), f"isolates were left behind: {_hub_state()}"
     leaked_threads = [
         t for t in set(threading.enumerate()) - threads_before
         if t.name not in ("subiso-spare", "subiso-hub", "subiso-port-dispatcher")

@@ -1,0 +1,110 @@
+"""Port ping-pong: one message there and back between two parallel workers.
+
+subiso: main isolate <-> a spawned isolate echoing on ports.
+Peers, same run: multiprocessing Pipe to a forkserver process; the
+backport's cross-interpreter Queue (which polls with a 10 ms sleep).
+Value: seconds per round trip (an int message).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pyperf
+
+import subiso
+
+MESSAGE = 12345
+
+
+def _echo_isolate(port):
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    for message in inbox:
+        if message is None:
+            inbox.close()
+            return
+        port.send(message)
+
+
+def bench_subiso(loops: int) -> float:
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(_echo_isolate, port.send_port)
+        inbox = port.receive(timeout=60)
+        for _ in range(100):
+            inbox.send(MESSAGE)
+            port.receive()
+        start = time.perf_counter()
+        for _ in range(loops):
+            inbox.send(MESSAGE)
+            port.receive()
+        elapsed = time.perf_counter() - start
+        inbox.send(None)
+        iso.join(60)
+    return elapsed
+
+
+def _echo_pipe(conn) -> None:
+    while (message := conn.recv()) is not None:
+        conn.send(message)
+
+
+def bench_pipe(loops: int) -> float:
+    ctx = multiprocessing.get_context("forkserver")
+    here, there = ctx.Pipe()
+    process = ctx.Process(target=_echo_pipe, args=(there,))
+    process.start()
+    for _ in range(100):
+        here.send(MESSAGE)
+        here.recv()
+    start = time.perf_counter()
+    for _ in range(loops):
+        here.send(MESSAGE)
+        here.recv()
+    elapsed = time.perf_counter() - start
+    here.send(None)
+    process.join()
+    return elapsed
+
+
+def bench_backport_queue(loops: int) -> float:
+    from interpreters_backport import interpreters
+    from interpreters_backport.interpreters import queues
+
+    to_worker, from_worker = queues.create(), queues.create()
+    interp = interpreters.create()
+    code = f"""
+from interpreters_backport.interpreters import queues
+inq, outq = queues.Queue({to_worker.id}), queues.Queue({from_worker.id})
+while (m := inq.get()) is not None:
+    outq.put(m)
+"""
+    thread = interp.call_in_thread(lambda: None)
+    thread.join()
+    import threading
+
+    runner = threading.Thread(target=interp.exec, args=(code,))
+    runner.start()
+    to_worker.put(MESSAGE)
+    from_worker.get()
+    start = time.perf_counter()
+    for _ in range(loops):
+        to_worker.put(MESSAGE)
+        from_worker.get()
+    elapsed = time.perf_counter() - start
+    to_worker.put(None)
+    runner.join()
+    interp.close()
+    return elapsed
+
+
+if __name__ == "__main__":
+    runner = pyperf.Runner()
+    runner.metadata["description"] = __doc__.splitlines()[0]
+    runner.metadata["message"] = repr(MESSAGE)
+    runner.bench_time_func("pingpong subiso port", bench_subiso)
+    runner.bench_time_func("pingpong mp Pipe (forkserver)", bench_pipe)
+    runner.bench_time_func("pingpong backport Queue", bench_backport_queue, inner_loops=1)

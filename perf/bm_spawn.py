@@ -1,0 +1,105 @@
+"""Starting work: one-shot runs and isolate spawns against starting processes.
+
+subiso: ``subiso.run`` of a trivial function, with calls 20 ms apart
+(latency; pre-warmed spares make these cheap) and back to back (a fresh
+interpreter for every call); ``Isolate.spawn`` until the first message.
+Peers, same run: a multiprocessing Process started and joined (forkserver,
+spawn); a ProcessPoolExecutor's first task (cold start, forkserver); the
+backport's InterpreterPoolExecutor's first task.
+Run with ``--loops 1``: every value is one call, so percentiles are per call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pyperf
+
+import subiso
+
+SPACING = 0.020  # seconds between calls in the latency benchmark
+
+
+def noop(*_):
+    return None
+
+
+def first_message(port):
+    port.send("up")
+
+
+def bench_run_spaced(loops: int) -> float:
+    total = 0.0
+    for _ in range(loops):
+        time.sleep(SPACING)
+        start = time.perf_counter()
+        subiso.run(noop)
+        total += time.perf_counter() - start
+    return total
+
+
+def bench_run_back_to_back(loops: int) -> float:
+    start = time.perf_counter()
+    for _ in range(loops):
+        subiso.run(noop)
+    return time.perf_counter() - start
+
+
+def bench_spawn_first_message(loops: int) -> float:
+    total = 0.0
+    for _ in range(loops):
+        time.sleep(SPACING)
+        with subiso.ReceivePort() as port:
+            start = time.perf_counter()
+            iso = subiso.Isolate.spawn(first_message, port.send_port)
+            port.receive(timeout=60)
+            total += time.perf_counter() - start
+            iso.join(60)
+    return total
+
+
+def _process_bench(method: str):
+    def bench(loops: int) -> float:
+        ctx = multiprocessing.get_context(method)
+        start = time.perf_counter()
+        for _ in range(loops):
+            process = ctx.Process(target=noop)
+            process.start()
+            process.join()
+        return time.perf_counter() - start
+
+    return bench
+
+
+def bench_process_pool_cold(loops: int) -> float:
+    ctx = multiprocessing.get_context("forkserver")
+    start = time.perf_counter()
+    for _ in range(loops):
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            pool.submit(noop).result()
+    return time.perf_counter() - start
+
+
+def bench_interpreter_pool_cold(loops: int) -> float:
+    from interpreters_backport.concurrent.futures.interpreter import InterpreterPoolExecutor
+
+    start = time.perf_counter()
+    for _ in range(loops):
+        with InterpreterPoolExecutor(1) as pool:
+            pool.submit(noop).result()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    runner = pyperf.Runner()
+    runner.metadata["description"] = __doc__.splitlines()[0]
+    runner.metadata["spacing_s"] = str(SPACING)
+    runner.bench_time_func("run, calls 20 ms apart", bench_run_spaced)
+    runner.bench_time_func("run, back to back", bench_run_back_to_back)
+    runner.bench_time_func("Isolate.spawn to first message", bench_spawn_first_message)
+    runner.bench_time_func("Process start+join (forkserver)", _process_bench("forkserver"))
+    runner.bench_time_func("Process start+join (spawn)", _process_bench("spawn"))
+    runner.bench_time_func("ProcessPoolExecutor first task (forkserver)", bench_process_pool_cold)
+    runner.bench_time_func("InterpreterPoolExecutor first task (backport)", bench_interpreter_pool_cold)
