@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from ._exceptions import NotSendableError as NotSendableError
     from ._exceptions import PortClosedError as PortClosedError
     from ._exceptions import RemoteError as RemoteError
+    from . import _host as host
     from ._isolate import Isolate as Isolate
     from ._isolate import compute as compute
     from ._isolate import compute_async as compute_async
     from ._isolate import run as run
     from ._isolate import run_async as run_async
+    from ._names import IsolateNameServer as IsolateNameServer
     from ._ports import RawReceivePort as RawReceivePort
     from ._ports import ReceivePort as ReceivePort
     from ._ports import SendPort as SendPort
@@ -40,6 +42,7 @@ _EXPORTS = {
     "IMMEDIATE": "_runtime",
     "Isolate": "_isolate",
     "IsolateError": "_exceptions",
+    "IsolateNameServer": "_names",
     "IsolateSpawnError": "_exceptions",
     "NotSendableError": "_exceptions",
     "PortClosedError": "_exceptions",
@@ -50,6 +53,7 @@ _EXPORTS = {
     "TransferableBuffer": "_wire",
     "compute": "_isolate",
     "compute_async": "_isolate",
+    "host": "_host",
     "run": "_isolate",
     "run_async": "_isolate",
 }
@@ -62,8 +66,9 @@ def __getattr__(name: str) -> object:
     if module_name is None:
         raise AttributeError(f"module 'subiso' has no attribute {name!r}")
     __import__(f"subiso.{module_name}")
-    value = getattr(sys.modules[f"subiso.{module_name}"], name)
-    if isinstance(value, type) or callable(value):
+    module = sys.modules[f"subiso.{module_name}"]
+    value = module if name == "host" else getattr(module, name)
+    if value is not module and (isinstance(value, type) or callable(value)):
         try:
             value.__module__ = "subiso"  # pickles and tracebacks name the face
         except (AttributeError, TypeError):

@@ -112,7 +112,8 @@ def explain_import_refusal(error: BaseException) -> BaseException:
     explained = SubinterpreterImportError(
         f"{error} (isolated interpreters refuse it): run this work with "
         "isolation='legacy', a subinterpreter that shares the main GIL, "
-        "or keep the module in the main interpreter",
+        "or keep the module in the main interpreter and call it there "
+        "through subiso.host",
         name=error.name,
     )
     explained.__traceback__ = error.__traceback__

@@ -49,6 +49,9 @@ __all__ = (
 
 SPARES = min(2, os.cpu_count() or 1)
 
+# Requests isolates send to the hub, by kind: the module that serves them.
+_SERVICES = {"names": "_names", "host": "_host"}
+
 
 def _check_isolation(isolation: str) -> None:
     if isolation not in _backend.ISOLATIONS:
@@ -238,12 +241,19 @@ class _Hub:
                         self.spares.append(booted)
                         break
             return
-        kind, isolation, reply = request
-        try:
-            reply.send(("ok", self.acquire(isolation)))
-        except BaseException as error:
-            reply.send(("error", f"{type(error).__name__}: {error}"))
-        self.replenish()
+        kind, reply = request[0], request[-1]
+        if kind == "acquire":
+            try:
+                reply.send(("ok", self.acquire(request[1])))
+            except BaseException as error:
+                reply.send(("error", f"{type(error).__name__}: {error}"))
+            self.replenish()
+            return
+        # Services over isolates answer requests from isolates here; each
+        # module is imported the first time an isolate asks for it.
+        module = f"subiso.{_SERVICES[kind]}"
+        __import__(module)
+        sys.modules[module].serve(request)
 
     # -- leaving ----------------------------------------------------------------
 
@@ -319,32 +329,52 @@ def _replenish() -> None:
         _hub.replenish()
 
 
+def _put_hub_request(request: tuple[Any, ...]) -> None:
+    runtime = Runtime.current
+    assert runtime is not None
+    _backend.queue_put(runtime.hub_qid, encode(request))
+    _Local.sent_to.add(runtime.hub_qid)
+    _backend.wake(_Process.hub_wfd)
+
+
+def _hub_answer(answer: tuple[Any, ...]) -> Any:
+    status, value = answer
+    if status == "ok":
+        return value
+    if status == "err":
+        raise decode_exception(value)
+    raise IsolateSpawnError(value)
+
+
+def hub_request(kind: str, *payload: Any) -> Any:
+    """Ask the hub in the main interpreter (from an isolate) and wait for the answer.
+
+    Raises:
+        Exception: what the service raised, as itself.
+    """
+    with ReceivePort() as reply:
+        _put_hub_request((kind, *payload, reply.send_port))
+        return _hub_answer(reply.receive())
+
+
+async def hub_request_async(kind: str, *payload: Any) -> Any:
+    with ReceivePort() as reply:
+        _put_hub_request((kind, *payload, reply.send_port))
+        return _hub_answer(await reply.receive_async())
+
+
 def _acquire(isolation: str) -> SendPort:
     """Control port of a fresh isolate waiting for its start command."""
     if Runtime.current is None:
         return _the_hub().acquire(isolation)
-    with ReceivePort() as reply:  # inside an isolate: ask the hub in the main interpreter
-        _backend.queue_put(Runtime.current.hub_qid, encode(("acquire", isolation, reply.send_port)))
-        _Local.sent_to.add(Runtime.current.hub_qid)
-        _backend.wake(_Process.hub_wfd)
-        status, value = reply.receive()
-    if status != "ok":
-        raise IsolateSpawnError(value)
-    port: SendPort = value
+    port: SendPort = hub_request("acquire", isolation)
     return port
 
 
 async def _acquire_async(isolation: str) -> SendPort:
     if Runtime.current is None:
         return _the_hub().acquire(isolation)
-    with ReceivePort() as reply:
-        _backend.queue_put(Runtime.current.hub_qid, encode(("acquire", isolation, reply.send_port)))
-        _Local.sent_to.add(Runtime.current.hub_qid)
-        _backend.wake(_Process.hub_wfd)
-        status, value = await reply.receive_async()
-    if status != "ok":
-        raise IsolateSpawnError(value)
-    port: SendPort = value
+    port: SendPort = await hub_request_async("acquire", isolation)
     return port
 
 

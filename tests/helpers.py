@@ -112,3 +112,79 @@ def photos(n):
 def slow_square(x):
     time.sleep(0.001)
     return x * x
+
+
+def pausable_entry(port):
+    """Reply to every message on a listened port (for pause/resume and ordering)."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+
+    def handle(message):
+        if message == "stop":
+            inbox.close()
+        else:
+            port.send(message)
+
+    inbox.listen(handle)
+    port.send(inbox.send_port)
+
+
+def slow_handler_entry(port):
+    """Each message takes a while; kill(BEFORE_NEXT_EVENT) lets the current one finish."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+
+    def handle(message):
+        gate = subiso.ReceivePort()
+        port.send(("started", gate.send_port))
+        gate.receive(timeout=30)  # wait until the test says go
+        gate.close()
+        port.send(("finished", message))
+
+    inbox.listen(handle)
+    port.send(inbox.send_port)
+
+
+def nonfatal_entry(port):
+    import subiso
+
+    inbox = subiso.ReceivePort()
+
+    def handle(message):
+        if message == "stop":
+            inbox.close()
+        elif message == "raise":
+            raise ValueError("handler failed")
+        else:
+            port.send(("alive", message))
+
+    inbox.listen(handle)
+    port.send(inbox.send_port)
+
+
+def name_lookup(name):
+    import subiso
+
+    return subiso.IsolateNameServer.lookup_port_by_name(name)
+
+
+def name_register(args):
+    import subiso
+
+    port, name = args
+    return subiso.IsolateNameServer.register_port_with_name(port, name)
+
+
+def host_call(name, *args, **kwargs):
+    import subiso
+
+    return subiso.host.call(name, *args, **kwargs)
+
+
+def call_and_reply(args):
+    import subiso
+
+    port, i = args
+    port.send(subiso.host.call("meet", i))

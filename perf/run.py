@@ -1,0 +1,233 @@
+"""Run the comparison: every benchmark in perf/, one table, one chart.
+
+    python perf/run.py            # default preset, a few minutes on 2 cores
+    python perf/run.py --full     # pyperf's rigorous mode, more jank repeats
+
+Each ``bm_*.py`` measures subiso and its peers in the same run and writes a
+pyperf JSON file under ``perf/results/``. This script shows progress, then
+prints one comparison table (subiso against each peer, as ratios), writes it
+to ``perf/results/report.md`` and draws ``perf/results/summary.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pyperf
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+
+PRESETS = {
+    "default": {
+        "bm_pingpong": ["--processes", "3", "--values", "5", "--warmups", "1"],
+        "bm_spawn": ["--loops", "1", "--processes", "3", "--values", "20", "--warmups", "2"],
+        "bm_payload": ["--processes", "3", "--values", "4", "--warmups", "1"],
+        "bm_jank": ["--repeat", "3"],
+    },
+    "full": {
+        "bm_pingpong": ["--rigorous"],
+        "bm_spawn": ["--loops", "1", "--processes", "10", "--values", "30", "--warmups", "3"],
+        "bm_payload": ["--rigorous"],
+        "bm_jank": ["--repeat", "10"],
+    },
+}
+
+
+def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
+    RESULTS.mkdir(exist_ok=True)
+    suites = {}
+    scripts = PRESETS[preset]
+    began = time.monotonic()
+    for i, (name, args) in enumerate(scripts.items(), 1):
+        output = RESULTS / f"{name}.json"
+        output.unlink(missing_ok=True)
+        print(f"[{i}/{len(scripts)}] {name} ({time.monotonic() - began:.0f} s so far)", flush=True)
+        command = [sys.executable, str(HERE / f"{name}.py"), "-o", str(output), *args]
+        if name != "bm_jank":
+            command.append("--quiet")
+        subprocess.run(command, check=True, cwd=HERE)
+        suites[name] = pyperf.BenchmarkSuite.load(str(output))
+    print(f"done in {time.monotonic() - began:.0f} s", flush=True)
+    return suites
+
+
+def _values(suites: dict[str, pyperf.BenchmarkSuite], suite: str, name: str) -> list[float]:
+    return list(suites[suite].get_benchmark(name).get_values())
+
+
+def _median(suites, suite, name) -> float:
+    return statistics.median(_values(suites, suite, name))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
+
+
+def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
+    """Rows of (question, subiso, peer, ratio), and figures for the chart."""
+    rows = []
+    chart: dict[str, dict[str, float]] = {"speedups": {}, "payload": {}, "jank": {}}
+
+    pp = _median(suites, "bm_pingpong", "pingpong subiso port")
+    pipe = _median(suites, "bm_pingpong", "pingpong mp Pipe (forkserver)")
+    queue = _median(suites, "bm_pingpong", "pingpong backport Queue")
+    rows.append(("port ping-pong round trip", _us(pp), f"Pipe {_us(pipe)}", f"{pipe / pp:.1f}x faster"))
+    rows.append(("", "", f"backport Queue {_us(queue)}", f"{queue / pp:,.0f}x faster"))
+    chart["speedups"]["ping-pong vs Pipe"] = pipe / pp
+
+    spaced = _values(suites, "bm_spawn", "run, calls 20 ms apart")
+    fork_start = _median(suites, "bm_spawn", "Process start+join (forkserver)")
+    spawn_start = _median(suites, "bm_spawn", "Process start+join (spawn)")
+    p50, p90 = _percentile(spaced, 0.5), _percentile(spaced, 0.9)
+    rows.append(
+        ("run latency p50 / p90 (20 ms apart)", f"{_us(p50)} / {_us(p90)}",
+         f"Process forkserver {_us(fork_start)}", f"{fork_start / p50:.0f}x faster")
+    )
+    chart["speedups"]["run p50 vs Process"] = fork_start / p50
+    b2b = _median(suites, "bm_spawn", "run, back to back")
+    rows.append(
+        ("fresh runs back to back", f"{1 / b2b:,.0f}/s", f"forkserver {1 / fork_start:,.0f}/s",
+         f"{fork_start / b2b:.1f}x the rate")
+    )
+    rows.append(("", "", f"spawn {1 / spawn_start:,.0f}/s", f"{spawn_start / b2b:.1f}x the rate"))
+    chart["speedups"]["back-to-back runs vs Process"] = fork_start / b2b
+    first = _median(suites, "bm_spawn", "Isolate.spawn to first message")
+    pool_cold = _median(suites, "bm_spawn", "ProcessPoolExecutor first task (forkserver)")
+    interp_cold = _median(suites, "bm_spawn", "InterpreterPoolExecutor first task (backport)")
+    rows.append(("spawn to first message", _us(first), f"ProcessPool cold {_us(pool_cold)}",
+                 f"{pool_cold / first:.0f}x faster"))
+    rows.append(("", "", f"InterpreterPool cold {_us(interp_cold)}", f"{interp_cold / first:.0f}x faster"))
+
+    for label, size in (("1 MiB", 1 << 20), ("64 MiB", 64 << 20)):
+        moved = 2 * size / (1 << 20)  # there and back
+        ours = moved / _median(suites, "bm_payload", f"echo {label} bytes, subiso port")
+        transfer = moved / _median(suites, "bm_payload", f"echo {label} TransferableBuffer")
+        theirs = moved / _median(suites, "bm_payload", f"echo {label} bytes, mp Pipe")
+        rows.append((f"{label} echo throughput", f"{ours:,.0f} MiB/s", f"Pipe {theirs:,.0f} MiB/s",
+                     f"{ours / theirs:.1f}x"))
+        rows.append(("", f"TransferableBuffer {transfer:,.0f} MiB/s", "", f"{transfer / theirs:.1f}x"))
+        chart["payload"][label] = {"subiso bytes": ours, "TransferableBuffer": transfer, "Pipe": theirs}
+        chart["speedups"][f"{label} echo vs Pipe"] = ours / theirs
+
+    ways = ["inline", "ThreadPoolExecutor", "ProcessPoolExecutor", "subiso.run_async",
+            "subiso.run_async + gc.disable/freeze by the caller"]
+    jank = {}
+    for way in ways:
+        gap = max(_values(suites, "bm_jank", f"jank {way}: max tick gap"))
+        gcp = max(_values(suites, "bm_jank", f"jank {way}: max GC pause"))
+        frames = statistics.median(_values(suites, "bm_jank", f"jank {way}: frames dropped"))
+        jank[way] = (gap, gcp, frames)
+        chart["jank"][way] = {"gap": gap, "gc": gcp}
+    slice_ = max(_values(suites, "bm_jank", "jank subiso.run_async: max delivery slice (GC excluded)"))
+    ours = jank["subiso.run_async"]
+    for way in ways[:3]:
+        gap, gcp, frames = jank[way]
+        rows.append((f"jank: largest 60 Hz gap vs {way}", _us(ours[0]), _us(gap), f"{gap / ours[0]:.1f}x smaller"))
+    rows.append(("jank: delivery slice / GC pause", f"{_us(slice_)} / {_us(ours[1])}", "", ""))
+    deferred = jank[ways[4]]
+    rows.append(("jank: caller defers GC (README)", _us(deferred[0]), "", ""))
+    return rows, chart
+
+
+def render(rows) -> str:
+    widths = [max(len(row[i]) for row in rows + [("question", "subiso", "peer", "ratio")]) for i in range(4)]
+    lines = []
+    header = ("question", "subiso", "peer (same run)", "subiso vs peer")
+    lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    return "\n".join(lines)
+
+
+def draw(chart, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
+    names = list(chart["speedups"])
+    values = [chart["speedups"][n] for n in names]
+    ax = axes[0]
+    bars = ax.barh(names, values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("subiso speedup over the process peer (log; >1 is better)")
+    ax.bar_label(bars, labels=[f"{v:.1f}x" for v in values], padding=3)
+    ax.invert_yaxis()
+    ax.set_title("Speed against processes")
+
+    ax = axes[1]
+    sizes = list(chart["payload"])
+    methods = list(next(iter(chart["payload"].values())))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        xs = [j + i * width for j in range(len(sizes))]
+        ys = [chart["payload"][s][method] for s in sizes]
+        b = ax.bar(xs, ys, width, label=method)
+        ax.bar_label(b, labels=[f"{y:,.0f}" for y in ys], fontsize=8)
+    ax.set_xticks([j + width for j in range(len(sizes))], sizes)
+    ax.set_yscale("log")
+    ax.set_ylabel("echo throughput, MiB/s (log)")
+    ax.legend(fontsize=8)
+    ax.set_title("Payload echo")
+
+    ax = axes[2]
+    ways = list(chart["jank"])
+    short = [w.replace("subiso.run_async + gc.disable/freeze by the caller", "run_async, caller defers GC")
+             .replace("Executor", "") for w in ways]
+    gaps = [chart["jank"][w]["gap"] * 1e3 for w in ways]
+    gcs = [min(chart["jank"][w]["gc"], chart["jank"][w]["gap"]) * 1e3 for w in ways]
+    ax.barh(short, gaps, color="#264653", label="largest tick gap")
+    ax.barh(short, gcs, color="#f4a261", label="of which GC pause (at most)")
+    ax.axvline(1000 / 60, color="red", linestyle="--", linewidth=0.8, label="one 60 Hz frame")
+    ax.set_xlabel("ms (smaller is better)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    ax.set_title("Jank: decoding 211,640 photos")
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="pyperf's rigorous mode")
+    parser.add_argument("--report-only", action="store_true", help="redraw from perf/results/")
+    args = parser.parse_args()
+    if args.report_only:
+        suites = {n: pyperf.BenchmarkSuite.load(str(RESULTS / f"{n}.json")) for n in PRESETS["default"]}
+    else:
+        suites = run_all("full" if args.full else "default")
+    rows, chart = build_table(suites)
+    title = (
+        f"subiso vs processes and threads — {date.today()}, {os.cpu_count()} cores, "
+        f"CPython {platform.python_version()}, {platform.machine()}"
+    )
+    table = render(rows)
+    print()
+    print(title)
+    print(table)
+    (RESULTS / "report.md").write_text(f"{title}\n\n{table}\n")
+    draw(chart, RESULTS / "summary.png", title)
+    print(f"\nwrote {RESULTS / 'report.md'} and {RESULTS / 'summary.png'}")
+
+
+if __name__ == "__main__":
+    main()

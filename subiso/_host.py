@@ -1,0 +1,119 @@
+"""``subiso.host``: call functions that live in the main interpreter.
+
+For objects that cannot move into an isolate (a connection, a GUI toolkit, a
+module that refuses subinterpreters), register a handler in the main
+interpreter and call it by name from any isolate, as Flutter's
+``BackgroundIsolateBinaryMessenger`` lets background isolates reach the
+platform. Calls from isolates run concurrently on a small pool of threads in
+the main interpreter; a handler that raises sends its exception back to the
+caller and the service goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from . import _isolate
+from ._runtime import Runtime
+from ._wire import encode, encode_exception
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
+
+__all__ = ("call", "call_async", "register", "unregister")
+
+_handlers: dict[str, Callable[..., Any]] = {}
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+WORKERS = 8  # host calls served at once
+
+
+def _main_only(what: str) -> None:
+    if Runtime.current is not None:
+        raise RuntimeError(f"host.{what}() works in the main isolate only")
+
+
+def register(name: str, handler: Callable[..., Any]) -> None:
+    """Make ``handler`` callable from every isolate as ``host.call(name, ...)``.
+
+    Raises:
+        RuntimeError: outside the main isolate.
+        ValueError: ``name`` is registered already.
+    """
+    _main_only("register")
+    if not callable(handler):
+        raise TypeError(f"handler {handler!r} is not callable")
+    with _lock:
+        if name in _handlers:
+            raise ValueError(f"a host handler named {name!r} is registered already")
+        _handlers[name] = handler
+
+
+def unregister(name: str) -> None:
+    """Remove the handler registered as ``name``.
+
+    Raises:
+        LookupError: no handler has that name.
+    """
+    _main_only("unregister")
+    with _lock:
+        if _handlers.pop(name, None) is None:
+            raise LookupError(f"no host handler named {name!r}")
+
+
+def _handler(name: str) -> Callable[..., Any]:
+    with _lock:
+        handler = _handlers.get(name)
+    if handler is None:
+        raise LookupError(f"no host handler named {name!r}")
+    return handler
+
+
+def _run(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any) -> None:
+    try:
+        result = _handler(name)(*args, **kwargs)
+        item = encode(("ok", result), "result")
+    except BaseException as error:
+        reply.send(("err", encode_exception(error)))
+    else:
+        reply._send_item(item)
+
+
+def serve(request: tuple[Any, ...]) -> None:
+    """Run a call from an isolate on the host pool (called on the hub thread)."""
+    global _executor
+    _, name, args, kwargs, reply = request
+    with _lock:
+        if _executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="subiso-host")
+    _executor.submit(_run, name, args, kwargs, reply)
+
+
+def call(name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """Run the handler registered as ``name`` in the main interpreter; return its result.
+
+    Raises:
+        LookupError: no handler has that name.
+        NotSendableError: an argument or the result cannot cross.
+        Exception: what the handler raised, as itself.
+    """
+    if Runtime.current is None:
+        return _handler(name)(*args, **kwargs)
+    return _isolate.hub_request("host", name, args, kwargs)
+
+
+async def call_async(name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``call`` for asyncio; in the main isolate the handler runs on a thread."""
+    if Runtime.current is None:
+        import asyncio
+
+        handler = _handler(name)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: handler(*args, **kwargs)
+        )
+    return await _isolate.hub_request_async("host", name, args, kwargs)
