@@ -26,10 +26,10 @@ from pathlib import Path
 import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
-import photos  # noqa: E402
+import photos
 
-import subiso  # noqa: E402
-from subiso import _isolate  # noqa: E402
+import subiso
+from subiso import _isolate
 
 FRAME = 1 / 60
 AFTER = 1.0  # seconds watched after the work returns

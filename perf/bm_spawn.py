@@ -104,4 +104,6 @@ if __name__ == "__main__":
     runner.bench_time_func("Process start+join (forkserver)", _process_bench("forkserver"))
     runner.bench_time_func("Process start+join (spawn)", _process_bench("spawn"))
     runner.bench_time_func("ProcessPoolExecutor first task (forkserver)", bench_process_pool_cold)
-    runner.bench_time_func("InterpreterPoolExecutor first task (backport)", bench_interpreter_pool_cold)
+    runner.bench_time_func(
+        "InterpreterPoolExecutor first task (backport)", bench_interpreter_pool_cold
+    )

@@ -85,7 +85,9 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     pp = _median(suites, "bm_pingpong", "pingpong subiso port")
     pipe = _median(suites, "bm_pingpong", "pingpong mp Pipe (forkserver)")
     queue = _median(suites, "bm_pingpong", "pingpong backport Queue")
-    rows.append(("port ping-pong round trip", _us(pp), f"Pipe {_us(pipe)}", f"{pipe / pp:.1f}x faster"))
+    rows.append(
+        ("port ping-pong round trip", _us(pp), f"Pipe {_us(pipe)}", f"{pipe / pp:.1f}x faster")
+    )
     rows.append(("", "", f"backport Queue {_us(queue)}", f"{queue / pp:,.0f}x faster"))
     chart["speedups"]["ping-pong vs Pipe"] = pipe / pp
 
@@ -94,37 +96,70 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     spawn_start = _median(suites, "bm_spawn", "Process start+join (spawn)")
     p50, p90 = _percentile(spaced, 0.5), _percentile(spaced, 0.9)
     rows.append(
-        ("run latency p50 / p90 (20 ms apart)", f"{_us(p50)} / {_us(p90)}",
-         f"Process forkserver {_us(fork_start)}", f"{fork_start / p50:.0f}x faster")
+        (
+            "run latency p50 / p90 (20 ms apart)",
+            f"{_us(p50)} / {_us(p90)}",
+            f"Process forkserver {_us(fork_start)}",
+            f"{fork_start / p50:.0f}x faster",
+        )
     )
     chart["speedups"]["run p50 vs Process"] = fork_start / p50
     b2b = _median(suites, "bm_spawn", "run, back to back")
     rows.append(
-        ("fresh runs back to back", f"{1 / b2b:,.0f}/s", f"forkserver {1 / fork_start:,.0f}/s",
-         f"{fork_start / b2b:.1f}x the rate")
+        (
+            "fresh runs back to back",
+            f"{1 / b2b:,.0f}/s",
+            f"forkserver {1 / fork_start:,.0f}/s",
+            f"{fork_start / b2b:.1f}x the rate",
+        )
     )
     rows.append(("", "", f"spawn {1 / spawn_start:,.0f}/s", f"{spawn_start / b2b:.1f}x the rate"))
     chart["speedups"]["back-to-back runs vs Process"] = fork_start / b2b
     first = _median(suites, "bm_spawn", "Isolate.spawn to first message")
     pool_cold = _median(suites, "bm_spawn", "ProcessPoolExecutor first task (forkserver)")
     interp_cold = _median(suites, "bm_spawn", "InterpreterPoolExecutor first task (backport)")
-    rows.append(("spawn to first message", _us(first), f"ProcessPool cold {_us(pool_cold)}",
-                 f"{pool_cold / first:.0f}x faster"))
-    rows.append(("", "", f"InterpreterPool cold {_us(interp_cold)}", f"{interp_cold / first:.0f}x faster"))
+    rows.append(
+        (
+            "spawn to first message",
+            _us(first),
+            f"ProcessPool cold {_us(pool_cold)}",
+            f"{pool_cold / first:.0f}x faster",
+        )
+    )
+    rows.append(
+        ("", "", f"InterpreterPool cold {_us(interp_cold)}", f"{interp_cold / first:.0f}x faster")
+    )
 
     for label, size in (("1 MiB", 1 << 20), ("64 MiB", 64 << 20)):
         moved = 2 * size / (1 << 20)  # there and back
         ours = moved / _median(suites, "bm_payload", f"echo {label} bytes, subiso port")
         transfer = moved / _median(suites, "bm_payload", f"echo {label} TransferableBuffer")
         theirs = moved / _median(suites, "bm_payload", f"echo {label} bytes, mp Pipe")
-        rows.append((f"{label} echo throughput", f"{ours:,.0f} MiB/s", f"Pipe {theirs:,.0f} MiB/s",
-                     f"{ours / theirs:.1f}x"))
-        rows.append(("", f"TransferableBuffer {transfer:,.0f} MiB/s", "", f"{transfer / theirs:.1f}x"))
-        chart["payload"][label] = {"subiso bytes": ours, "TransferableBuffer": transfer, "Pipe": theirs}
+        rows.append(
+            (
+                f"{label} echo throughput",
+                f"{ours:,.0f} MiB/s",
+                f"Pipe {theirs:,.0f} MiB/s",
+                f"{ours / theirs:.1f}x",
+            )
+        )
+        rows.append(
+            ("", f"TransferableBuffer {transfer:,.0f} MiB/s", "", f"{transfer / theirs:.1f}x")
+        )
+        chart["payload"][label] = {
+            "subiso bytes": ours,
+            "TransferableBuffer": transfer,
+            "Pipe": theirs,
+        }
         chart["speedups"][f"{label} echo vs Pipe"] = ours / theirs
 
-    ways = ["inline", "ThreadPoolExecutor", "ProcessPoolExecutor", "subiso.run_async",
-            "subiso.run_async + gc.disable/freeze by the caller"]
+    ways = [
+        "inline",
+        "ThreadPoolExecutor",
+        "ProcessPoolExecutor",
+        "subiso.run_async",
+        "subiso.run_async + gc.disable/freeze by the caller",
+    ]
     jank = {}
     for way in ways:
         gap = max(_values(suites, "bm_jank", f"jank {way}: max tick gap"))
@@ -132,11 +167,20 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
         frames = statistics.median(_values(suites, "bm_jank", f"jank {way}: frames dropped"))
         jank[way] = (gap, gcp, frames)
         chart["jank"][way] = {"gap": gap, "gc": gcp}
-    slice_ = max(_values(suites, "bm_jank", "jank subiso.run_async: max delivery slice (GC excluded)"))
+    slice_ = max(
+        _values(suites, "bm_jank", "jank subiso.run_async: max delivery slice (GC excluded)")
+    )
     ours = jank["subiso.run_async"]
     for way in ways[:3]:
         gap, gcp, frames = jank[way]
-        rows.append((f"jank: largest 60 Hz gap vs {way}", _us(ours[0]), _us(gap), f"{gap / ours[0]:.1f}x smaller"))
+        rows.append(
+            (
+                f"jank: largest 60 Hz gap vs {way}",
+                _us(ours[0]),
+                _us(gap),
+                f"{gap / ours[0]:.1f}x smaller",
+            )
+        )
     rows.append(("jank: delivery slice / GC pause", f"{_us(slice_)} / {_us(ours[1])}", "", ""))
     deferred = jank[ways[4]]
     rows.append(("jank: caller defers GC (README)", _us(deferred[0]), "", ""))
@@ -144,13 +188,18 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
 
 
 def render(rows) -> str:
-    widths = [max(len(row[i]) for row in rows + [("question", "subiso", "peer", "ratio")]) for i in range(4)]
+    widths = [
+        max(len(row[i]) for row in [*rows, ("question", "subiso", "peer", "ratio")])
+        for i in range(4)
+    ]
     lines = []
     header = ("question", "subiso", "peer (same run)", "subiso vs peer")
-    lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    for row in (header, None, *rows):
+        if row is None:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        else:
+            cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -189,8 +238,12 @@ def draw(chart, path: Path, title: str) -> None:
 
     ax = axes[2]
     ways = list(chart["jank"])
-    short = [w.replace("subiso.run_async + gc.disable/freeze by the caller", "run_async, caller defers GC")
-             .replace("Executor", "") for w in ways]
+    short = [
+        w.replace(
+            "subiso.run_async + gc.disable/freeze by the caller", "run_async, caller defers GC"
+        ).replace("Executor", "")
+        for w in ways
+    ]
     gaps = [chart["jank"][w]["gap"] * 1e3 for w in ways]
     gcs = [min(chart["jank"][w]["gc"], chart["jank"][w]["gap"]) * 1e3 for w in ways]
     ax.barh(short, gaps, color="#264653", label="largest tick gap")
@@ -212,7 +265,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="redraw from perf/results/")
     args = parser.parse_args()
     if args.report_only:
-        suites = {n: pyperf.BenchmarkSuite.load(str(RESULTS / f"{n}.json")) for n in PRESETS["default"]}
+        suites = {
+            n: pyperf.BenchmarkSuite.load(str(RESULTS / f"{n}.json")) for n in PRESETS["default"]
+        }
     else:
         suites = run_all("full" if args.full else "default")
     rows, chart = build_table(suites)

@@ -14,13 +14,13 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from . import _host as host  # noqa: F401 - the face's module-valued name
     from ._exceptions import BrokenIsolateError as BrokenIsolateError
     from ._exceptions import IsolateError as IsolateError
     from ._exceptions import IsolateSpawnError as IsolateSpawnError
     from ._exceptions import NotSendableError as NotSendableError
     from ._exceptions import PortClosedError as PortClosedError
     from ._exceptions import RemoteError as RemoteError
-    from . import _host as host
     from ._isolate import Isolate as Isolate
     from ._isolate import compute as compute
     from ._isolate import compute_async as compute_async

@@ -16,11 +16,14 @@ destroyed, which the isolate layer accounts for before destroying one.
 
 from __future__ import annotations
 
+import _interpreters
 import os
 import select
 import sys
 
-import _interpreters
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 if sys.version_info >= (3, 14):
     import _interpqueues
@@ -51,8 +54,8 @@ if sys.version_info >= (3, 14):
 else:
     import _interpqueues
 
-    _SHARED_ONLY = 0
-    _UNBOUND_REMOVE = 1
+    _SHARED_ONLY: Final = 0
+    _UNBOUND_REMOVE: Final = 1
 
     def queue_create() -> int:
         """Create a queue; items left by a destroyed interpreter vanish."""
@@ -86,6 +89,7 @@ else:
         if _interpreters.get_current()[0] == _interpreters.get_main()[0]:
             try:
                 import interpreters_backport.interpreters.queues  # noqa: F401 - registers
+
                 return
             except ImportError:
                 pass
@@ -100,7 +104,7 @@ else:
         class QueueFull(_interpqueues.QueueError):
             pass
 
-        _interpqueues._register_heap_types(Queue, QueueEmpty, QueueFull)
+        _interpqueues._register_heap_types(Queue, QueueEmpty, QueueFull)  # type: ignore[attr-defined]
 
     _register_queue_types()
 
@@ -152,7 +156,9 @@ ISOLATIONS = ("isolated", "legacy")
 
 def interpreter_create(isolation: str) -> int:
     """Create an interpreter: ``"isolated"`` (own GIL) or ``"legacy"`` (shares the main GIL)."""
-    config = _interpreters.new_config(isolation)
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation must be 'isolated' or 'legacy', not {isolation!r}")
+    config = _interpreters.new_config(isolation)  # type: ignore[arg-type]
     iid: int = _interpreters.create(config)
     return iid
 
@@ -164,7 +170,7 @@ def interpreter_destroy(iid: int) -> None:
         pass
 
 
-def interpreter_exec(iid: int, code: object) -> str | None:
+def interpreter_exec(iid: int, code: str) -> str | None:
     """Run ``code`` in the interpreter's ``__main__`` on this thread.
 
     Returns None, or the formatted error when the code raised.

@@ -7,7 +7,7 @@ The tree::
         ├── RemoteError               an error raised in another isolate, as text
         ├── IsolateSpawnError         an isolate could not start
         ├── NotSendableError          (also TypeError) a value cannot cross isolates
-        ├── PortClosedError           receive on a port that *you* closed (or was closed and drained)
+        ├── PortClosedError           receive on a port that *you* closed
         ├── BrokenIsolateError        the *other side* died while a caller waited on it
         └── SubinterpreterImportError (also ImportError) an extension module refused
                                       to load in an isolated interpreter

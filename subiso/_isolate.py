@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from time import perf_counter as _perf_counter
 from collections import deque
+from time import perf_counter as _perf_counter
+from typing import cast
 
 from . import _backend, _runtime
 from ._exceptions import BrokenIsolateError, IsolateSpawnError, NotSendableError
@@ -175,7 +176,7 @@ class _Hub:
             _backend.queue_destroy(booted.ctl_qid)
             sent_to: tuple[int, ...] = ()
         else:
-            sent_to, wakers = report  # type: ignore[misc]
+            sent_to, wakers = cast("tuple[tuple[int, ...], object]", report)
             _backend.wakers_add_free(wakers)
         _backend.waker_free(booted.ctl_waker)
         _backend.waker_free(booted.interrupt)
@@ -382,7 +383,11 @@ async def _acquire_async(isolation: str) -> SendPort:
 
 
 def _run_job(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], debug_name: str | None, reply: ReceivePort
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    debug_name: str | None,
+    reply: ReceivePort,
 ) -> tuple[tuple[Any, ...], Capability]:
     if not callable(fn):
         raise TypeError(f"{fn!r} is not callable")
@@ -412,7 +417,11 @@ def _kill_on_interrupt(control: SendPort, terminate: Capability) -> None:
 
 
 def _run(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], debug_name: str | None, isolation: str
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    debug_name: str | None,
+    isolation: str,
 ) -> Any:
     _check_isolation(isolation)
     with ReceivePort() as reply:
@@ -438,7 +447,11 @@ def _run(
 
 
 async def _run_async(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], debug_name: str | None, isolation: str
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    debug_name: str | None,
+    isolation: str,
 ) -> Any:
     import asyncio
 
@@ -464,9 +477,10 @@ async def _run_async(
                     decoder.add(item)
                     if decoder.done or _perf_counter() - began > DELIVERY_BUDGET:
                         break
-                    item = reply._poll_item()
-                    if item is _backend.EMPTY:
+                    waiting = reply._poll_item()
+                    if waiting is _backend.EMPTY:
                         break
+                    item = cast("tuple[Any, ...]", waiting)
                 if delivery_log is not None:
                     delivery_log.append((began, _perf_counter()))
                 await asyncio.sleep(0)

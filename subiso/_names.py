@@ -16,6 +16,7 @@ from ._wire import encode_exception
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ("IsolateNameServer",)
@@ -42,7 +43,11 @@ def _remove(name: str) -> bool:
         return _ports.pop(name, None) is not None
 
 
-_OPERATIONS = {"register": _register, "lookup": _lookup, "remove": _remove}
+_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "register": _register,
+    "lookup": _lookup,
+    "remove": _remove,
+}
 
 
 def serve(request: tuple[Any, ...]) -> None:

@@ -25,7 +25,7 @@ from ._wire import decode, encode, mark_sent, release_item, shareable
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
-    from typing import Any
+    from typing import Any, ClassVar
 
 __all__ = ("RawReceivePort", "ReceivePort", "SendPort")
 
@@ -44,8 +44,8 @@ class _Process:
 class _Local:
     """This interpreter's port state."""
 
-    sent_to: set[int] = set()  # queues this interpreter put items on
-    ports: dict[int, _Port] = {}  # open ports by queue id
+    sent_to: ClassVar[set[int]] = set()  # queues this interpreter put items on
+    ports: ClassVar[dict[int, _Port]] = {}  # open ports by queue id
     interrupt_fd: int = -1  # readable when this isolate is being killed
     on_interrupt: Callable[[], None] | None = None
     dispatcher: _Dispatcher | None = None
@@ -534,4 +534,3 @@ def close_all_ports() -> None:
     """Close every port of this interpreter (at isolate exit)."""
     for port in list(_Local.ports.values()):
         port.close()
-

@@ -124,7 +124,7 @@ class Runtime:
         self.exiting = False
         self.in_user_code = False
         self.injected = False
-        self.paused: dict[bytes, int] = {}
+        self.paused: dict[object, int] = {}  # by the capability that paused
         self.errors_fatal = True
         self.exit_listeners: list[tuple[SendPort, object]] = []
         self.error_listeners: list[SendPort] = []

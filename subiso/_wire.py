@@ -26,9 +26,10 @@ import io
 import marshal
 import os
 import sys
-TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
+
+TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -47,7 +48,7 @@ PICKLED = 1
 MIXED = 2
 PROTOCOL = 5
 
-_FunctionType = type(lambda: None)
+_FunctionType: Any = type(lambda: None)
 _CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 _ModuleType = type(sys)
 _ATOMS = frozenset({type(None), bool, float, str, bytes})
@@ -133,7 +134,7 @@ def _cloudpickle_loads(data: bytes) -> Any:
     return _pickle.loads(data)
 
 
-class _Pickler(_pickle.Pickler):  # type: ignore[misc]
+class _Pickler(_pickle.Pickler):
     """Protocol 5, with by-value fallbacks and TransferableBuffer support."""
 
     def __init__(self, file: io.BytesIO) -> None:
@@ -202,7 +203,7 @@ class TransferableBuffer:
         ValueError: on a second ``materialize()``, or when it was sent away.
     """
 
-    __slots__ = ("_fd", "_nbytes", "_state", "_inline", "__weakref__")
+    __slots__ = ("__weakref__", "_fd", "_inline", "_nbytes", "_state")
 
     def __init__(self, data: Any) -> None:
         view = memoryview(data).cast("B")
@@ -538,7 +539,7 @@ class StreamDecoder:
 
     @property
     def done(self) -> bool:
-        return len(self._items) >= self.expected
+        return len(self._items) >= int(self.expected)
 
     def add(self, item: tuple[Any, ...]) -> None:
         self._feed.add(item[1])
@@ -550,4 +551,3 @@ class StreamDecoder:
         if self._kind == "tuple":
             return tuple(self._items)
         return self._items
-

@@ -106,7 +106,7 @@ def test_kill_before_next_event_lets_the_handler_finish():
 
 
 def test_kill_needs_the_terminate_capability():
-    port, iso, inbox = _start(helpers.pausable_entry)
+    port, iso, _inbox = _start(helpers.pausable_entry)
     try:
         stranger = subiso.Isolate(iso.control_port)  # no capabilities
         stranger.kill()
@@ -120,7 +120,7 @@ def test_kill_needs_the_terminate_capability():
 
 
 def test_handles_travel_and_join():
-    port, iso, inbox = _start(helpers.pausable_entry)
+    port, iso, _inbox = _start(helpers.pausable_entry)
     try:
         travelled = subiso.run(lambda handle: handle, iso)
         assert travelled == iso and travelled.terminate_capability == iso.terminate_capability

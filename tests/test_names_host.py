@@ -95,4 +95,3 @@ def test_host_calls_from_many_isolates_at_once():
                 assert iso.join(30)
     finally:
         subiso.host.unregister("meet")
-
