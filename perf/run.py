@@ -31,12 +31,14 @@ PRESETS = {
         "bm_pingpong": ["--processes", "3", "--values", "5", "--warmups", "1"],
         "bm_spawn": ["--loops", "1", "--processes", "3", "--values", "20", "--warmups", "2"],
         "bm_payload": ["--processes", "3", "--values", "4", "--warmups", "1"],
+        "bm_control": ["--processes", "2", "--values", "4", "--warmups", "1"],
         "bm_jank": ["--repeat", "3"],
     },
     "full": {
         "bm_pingpong": ["--rigorous"],
         "bm_spawn": ["--loops", "1", "--processes", "10", "--values", "30", "--warmups", "3"],
         "bm_payload": ["--rigorous"],
+        "bm_control": ["--rigorous"],
         "bm_jank": ["--repeat", "10"],
     },
 }
@@ -152,6 +154,20 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
             "Pipe": theirs,
         }
         chart["speedups"][f"{label} echo vs Pipe"] = ours / theirs
+
+    kill = _median(suites, "bm_control", "kill(IMMEDIATE) of a busy loop until joined")
+    ping = _median(suites, "bm_control", "ping round trip")
+    host = _median(suites, "bm_control", "host.call round trip, from an isolate")
+    lookup_main = _median(suites, "bm_control", "name lookup, main isolate")
+    lookup_iso = _median(suites, "bm_control", "name lookup, from an isolate")
+    rows.append(("kill(IMMEDIATE) of a busy loop, until joined", _us(kill), "", ""))
+    rows.append(("ping round trip (control thread)", _us(ping), f"port ping-pong {_us(pp)}", ""))
+    rows.append(
+        ("host.call round trip from an isolate", _us(host), f"port ping-pong {_us(pp)}", "")
+    )
+    rows.append(
+        ("name lookup: main / from an isolate", f"{_us(lookup_main)} / {_us(lookup_iso)}", "", "")
+    )
 
     ways = [
         "inline",
