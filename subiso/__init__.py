@@ -15,6 +15,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import _host as host  # noqa: F401 - the face's module-valued name
+    from ._agent import Agent as Agent
     from ._exceptions import BrokenIsolateError as BrokenIsolateError
     from ._exceptions import IsolateError as IsolateError
     from ._exceptions import IsolateSpawnError as IsolateSpawnError
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from ._isolate import run as run
     from ._isolate import run_async as run_async
     from ._names import IsolateNameServer as IsolateNameServer
+    from ._pool import Pool as Pool
+    from ._pool import PoolStats as PoolStats
+    from ._pool import Priority as Priority
+    from ._pool import Task as Task
     from ._ports import RawReceivePort as RawReceivePort
     from ._ports import ReceivePort as ReceivePort
     from ._ports import SendPort as SendPort
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from ._wire import TransferableBuffer as TransferableBuffer
 
 _EXPORTS = {
+    "Agent": "_agent",
     "BEFORE_NEXT_EVENT": "_runtime",
     "BrokenIsolateError": "_exceptions",
     "Capability": "_runtime",
@@ -45,11 +51,15 @@ _EXPORTS = {
     "IsolateNameServer": "_names",
     "IsolateSpawnError": "_exceptions",
     "NotSendableError": "_exceptions",
+    "Pool": "_pool",
+    "PoolStats": "_pool",
     "PortClosedError": "_exceptions",
+    "Priority": "_pool",
     "RawReceivePort": "_ports",
     "ReceivePort": "_ports",
     "RemoteError": "_exceptions",
     "SendPort": "_ports",
+    "Task": "_pool",
     "TransferableBuffer": "_wire",
     "compute": "_isolate",
     "compute_async": "_isolate",

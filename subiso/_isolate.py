@@ -590,6 +590,7 @@ class Isolate:
         on_error: SendPort | None,
         debug_name: str | None,
         isolation: str,
+        exit_response: Any = None,
     ) -> tuple[Isolate, ReceivePort, tuple[Any, ...]]:
         _check_isolation(isolation)
         if not callable(entry):
@@ -614,7 +615,7 @@ class Isolate:
                     (
                         entry,
                         message,
-                        (paused, errors_are_fatal, on_exit, on_error),
+                        (paused, errors_are_fatal, on_exit, on_error, exit_response),
                         handle._exit_port.send_port,
                     ),
                 ),
@@ -656,15 +657,9 @@ class Isolate:
             IsolateSpawnError: the isolate could not start (also a
                 NotSendableError when ``entry`` or ``message`` cannot cross).
         """
-        handle, ack, job = Isolate._spawn_job(
+        return spawn_isolate(
             entry, message, paused, errors_are_fatal, on_exit, on_error, debug_name, isolation
         )
-        with ack:
-            handle._control = _acquire(isolation)
-            handle._control._send_item(job)
-            started = ack.receive()
-        _replenish()
-        return Isolate._spawned(handle, started)
 
     @staticmethod
     async def spawn_async(
@@ -825,6 +820,39 @@ class Isolate:
             self.kill(IMMEDIATE)
         if self._control is not None:
             self.join()
+
+
+def spawn_isolate(
+    entry: Callable[[Any], Any],
+    message: Any,
+    paused: bool = False,
+    errors_are_fatal: bool = True,
+    on_exit: SendPort | None = None,
+    on_error: SendPort | None = None,
+    debug_name: str | None = None,
+    isolation: str = "isolated",
+    exit_response: Any = None,
+) -> Isolate:
+    """``Isolate.spawn``, plus the response its ``on_exit`` port gets (for
+    services such as the pool, that tell their isolates apart by it)."""
+    handle, ack, job = Isolate._spawn_job(
+        entry,
+        message,
+        paused,
+        errors_are_fatal,
+        on_exit,
+        on_error,
+        debug_name,
+        isolation,
+        exit_response,
+    )
+    with ack:
+        assert handle._exit_port is not None
+        handle._control = _acquire(isolation)
+        handle._control._send_item(job)
+        started = ack.receive()
+    _replenish()
+    return Isolate._spawned(handle, started)
 
 
 def _now() -> float:

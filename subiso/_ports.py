@@ -14,6 +14,7 @@ interpreter).
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 import time
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ("RawReceivePort", "ReceivePort", "SendPort")
 
 _perf_counter = time.perf_counter
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 _SPIN_MIN = 2e-6
 _SPIN_MAX = 100e-6
 
@@ -53,6 +55,9 @@ class _Local:
     keepalive_changed: Callable[[], None] | None = None
     report_error: Callable[[BaseException], None] | None = None
     before_event: Callable[[], bool] | None = None  # False: stop dispatching
+    # The main interpreter runs user threads beside ours; an isolate's own
+    # thread has its GIL to itself (its control thread is parked).
+    runtime_threads_shared = True
 
 
 def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
@@ -157,22 +162,39 @@ class _Port:
             if item is not EMPTY:
                 return item  # type: ignore[return-value]
             remaining = None
+            parked = _perf_counter()
             if deadline is not None:
-                remaining = deadline - _perf_counter()
+                remaining = deadline - parked
                 if remaining <= 0:
                     raise TimeoutError(f"nothing arrived on {self!r} within {timeout} s")
             self._park(remaining)
+            self._adapt_spin(_perf_counter() - parked)
 
     def _spin_get(self) -> object:
+        """Look at the queue for up to ``self._spin`` seconds.
+
+        In an interpreter with other threads each look also yields the GIL
+        (``sched_yield``): a spinning receiver must not keep them from running.
+        """
         end = _perf_counter() + self._spin
         get = self._get
+        share_gil = _Local.runtime_threads_shared
         while _perf_counter() < end:
             item = get()
             if item is not EMPTY:
-                self._spin = min(self._spin * 2, _SPIN_MAX)
                 return item
-        self._spin = max(self._spin / 2, _SPIN_MIN)
+            if share_gil:
+                _yield()  # releases the GIL: another thread may take it
         return EMPTY
+
+    def _adapt_spin(self, parked_for: float) -> None:
+        """Spin next time about as long as this wait lasted, if that was short:
+        a message that comes back within microseconds is caught without
+        parking; a port that stays quiet stops costing CPU."""
+        if parked_for < _SPIN_MAX:
+            self._spin = min(_SPIN_MAX, max(self._spin, parked_for * 2))
+        else:
+            self._spin = max(_SPIN_MIN, self._spin / 4)
 
     def _park(self, timeout: float | None) -> None:
         fds = [self._rfd]

@@ -111,6 +111,7 @@ class Runtime:
         self.pause_cap: object = None
         self.terminate_cap: object = None
         _Local.interrupt_fd = self.interrupt[0]
+        _Local.runtime_threads_shared = False
         _Local.on_interrupt = self._on_interrupt
         _Local.report_error = self.report_error
         _Local.before_event = self.before_event
@@ -443,11 +444,11 @@ def _life(runtime: Runtime) -> None:
             runtime.do_run(fn, args, kwargs, notify)
         else:
             entry, message, options, exit_port = payload
-            paused, fatal, on_exit, on_error = options
+            paused, fatal, on_exit, on_error, exit_response = options
             runtime.errors_fatal = fatal
             runtime.exit_listeners.append((exit_port, ("exit",)))
             if on_exit is not None:
-                runtime.exit_listeners.append((on_exit, None))
+                runtime.exit_listeners.append((on_exit, exit_response))
             if on_error is not None:
                 runtime.error_listeners.append(on_error)
             runtime.do_spawn(entry, message, paused, notify)

@@ -188,3 +188,65 @@ def call_and_reply(args):
 
     port, i = args
     port.send(subiso.host.call("meet", i))
+
+
+STATE = {"calls": 0}
+
+
+def count_calls(_=None):
+    STATE["calls"] += 1
+    return STATE["calls"]
+
+
+def init_state(value):
+    STATE["init"] = value
+
+
+def read_init(_=None):
+    return STATE.get("init")
+
+
+def wait_on_gate(gate_name):
+    """A pool task that blocks until the test sends on the named port's gate."""
+    import subiso
+
+    gate = subiso.ReceivePort()
+    subiso.IsolateNameServer.lookup_port_by_name(gate_name).send(gate.send_port)
+    gate.receive(timeout=60)
+    gate.close()
+    return "released"
+
+
+def record(args):
+    port, label = args
+    port.send(label)
+    return label
+
+
+def spin_forever(port):
+    port.send("spinning")
+    while True:
+        pass
+
+
+def die():
+    import subiso
+
+    subiso.Isolate.exit()
+
+
+def failing_init():
+    raise RuntimeError("init failed")
+
+
+def counter_factory(start=0):
+    return {"count": start}
+
+
+def increment(state):
+    state["count"] += 1
+    return state
+
+
+def bad_update(state):
+    raise ValueError("bad update")

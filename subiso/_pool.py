@@ -1,0 +1,421 @@
+"""``Pool``: long-lived isolates behind a ``concurrent.futures.Executor``.
+
+Each worker is an isolate running a small loop: receive a task on its inbox,
+run it, send the outcome to the pool's results port. A collector thread in
+the pool's own interpreter receives outcomes, completes the tasks' futures
+and hands each free worker the most urgent queued task (``Priority`` order,
+FIFO within a level). One task is in flight per worker, so a task that was
+handed to a worker is running, and cancelling it means killing that worker;
+the pool then starts a replacement, as it does when a worker dies.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import os
+import threading
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+from ._exceptions import BrokenIsolateError
+from ._isolate import Isolate, _check_isolation, spawn_isolate
+from ._ports import ReceivePort, SendPort
+from ._runtime import IMMEDIATE
+from ._wire import decode, decode_exception, encode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable, Iterator
+    from typing import Any
+
+__all__ = ("Pool", "PoolStats", "Priority", "Task")
+
+
+class Priority(enum.IntEnum):
+    """The seven levels of worker_manager; queued tasks start most urgent first."""
+
+    IMMEDIATELY = 0
+    VERY_HIGH = 1
+    HIGH = 2
+    HIGH_REGULAR = 3
+    REGULAR = 4
+    ALMOST_LOW = 5
+    LOW = 6
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of a pool: workers, queue, and what became of its tasks."""
+
+    size: int
+    idle: int
+    busy: int
+    queued: int
+    completed: int
+    failed: int
+    cancelled: int
+    replaced: int
+
+
+class Task(Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` for work on a pool; also awaitable.
+
+    ``cancel()`` also cancels a task that is running: its isolate is killed
+    and replaced.
+    """
+
+    def __init__(self, pool: Pool, priority: Priority) -> None:
+        super().__init__()
+        self._pool = pool
+        self.priority = priority
+        self._worker: _Worker | None = None
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            self._pool._forget_queued(self)
+            return True
+        return self._pool._cancel_running(self)
+
+    def _force_cancel(self) -> bool:
+        """Cancel a running task (its worker is being killed)."""
+        with self._condition:
+            if self._state != "RUNNING":
+                return False
+            self._state = "PENDING"
+        return super().cancel()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
+
+
+class _Worker:
+    __slots__ = ("done", "inbox", "index", "isolate", "killed", "retiring", "task")
+
+    def __init__(self, index: int, isolate: Isolate) -> None:
+        self.index = index
+        self.isolate = isolate
+        self.inbox: SendPort | None = None  # known once the worker says it is ready
+        self.task: Task | None = None
+        self.done = 0
+        self.retiring = False  # asked to stop: not replaced unless work remains
+        self.killed = False  # killed to cancel its task: replaced
+
+
+def _worker_main(config: tuple[Any, ...]) -> None:
+    """The loop each pool isolate runs."""
+    results, index, initializer, initargs = config
+    from ._ports import ReceivePort
+    from ._runtime import _is_awaitable
+    from ._wire import decode, encode, encode_exception
+
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as error:
+            results.send(("initfail", index, encode_exception(error)))
+            return
+    inbox = ReceivePort("pool worker")
+    results.send(("ready", index, inbox.send_port))
+    while True:
+        message = decode(inbox._receive_item(None))
+        if message is None:
+            break
+        fn, args, kwargs = message
+        try:
+            result = fn(*args, **kwargs)
+            if _is_awaitable(result):
+                import asyncio
+
+                result = asyncio.run(result)
+            item = encode(("ok", index, result), "result")
+        except Exception as error:
+            item = encode(("err", index, encode_exception(error)))
+        results._send_item(item)
+    inbox.close()
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+class Pool(Executor):
+    """A pool of long-lived isolates; a ``concurrent.futures.Executor``.
+
+    ``size=None`` means the number of usable cores. Isolates are reused, so
+    module state persists between tasks on one isolate; ``initializer`` runs
+    once in each, ``max_tasks_per_isolate`` recycles them.
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_isolate: int | None = None,
+        debug_name: str | None = None,
+        isolation: str = "isolated",
+    ) -> None:
+        _check_isolation(isolation)
+        if size is None:
+            size = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+            size = size or os.cpu_count() or 1
+        if size < 1:
+            raise ValueError("a pool needs at least one isolate")
+        if max_tasks_per_isolate is not None and max_tasks_per_isolate < 1:
+            raise ValueError("max_tasks_per_isolate must be at least 1")
+        self.size = size
+        self.debug_name = debug_name
+        self._initializer = initializer
+        self._initargs = initargs
+        self._max_tasks = max_tasks_per_isolate
+        self._isolation = isolation
+        self._lock = threading.RLock()  # future callbacks may call back into the pool
+        self._queue: list[tuple[int, int, Task, tuple[Any, ...]]] = []
+        self._order = itertools.count()
+        self._workers: dict[int, _Worker] = {}
+        self._idle: list[_Worker] = []
+        self._next_index = itertools.count()
+        self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "replaced": 0}
+        self._shutdown = False
+        self._broken: str | None = None
+        self._results = ReceivePort(f"pool {debug_name or ''}".strip())
+        self._collector = threading.Thread(
+            target=self._collect, name=f"subiso-pool-{debug_name or id(self)}", daemon=True
+        )
+        self._all_gone = threading.Event()
+        try:
+            for _ in range(size):
+                self._start_worker()
+        except BaseException:
+            self._results.close()
+            raise
+        self._collector.start()
+
+    # -- workers ------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        index = next(self._next_index)
+        config = (self._results.send_port, index, self._initializer, self._initargs)
+        name = f"{self.debug_name or 'pool'}-{index}"
+        isolate = spawn_isolate(
+            _worker_main,
+            config,
+            on_exit=self._results.send_port,
+            exit_response=("exit", index),
+            debug_name=name,
+            isolation=self._isolation,
+        )
+        self._workers[index] = _Worker(index, isolate)
+
+    def _collect(self) -> None:
+        receive = self._results._receive_item
+        while True:
+            message = decode(receive(None))
+            kind, index = message[0], message[1]
+            with self._lock:
+                worker = self._workers.get(index)
+                if worker is None:
+                    pass  # a late word from a worker already gone, or the shutdown wake-up
+                elif kind == "ready":
+                    worker.inbox = message[2]
+                    self._dispatch(worker)
+                elif kind in ("ok", "err"):
+                    self._finish(worker, kind, message[2])
+                elif kind == "initfail":
+                    self._broken = f"a pool initializer raised: {decode_exception(message[2])!r}"
+                elif kind == "exit":
+                    self._worker_exited(worker)
+                if self._shutdown and not self._workers:
+                    break
+        self._results.close()
+        self._all_gone.set()
+
+    def _finish(self, worker: _Worker, kind: str, payload: Any) -> None:
+        task, worker.task = worker.task, None
+        worker.done += 1
+        if task is not None and not task.done():
+            if kind == "ok":
+                task.set_result(payload)
+                self._counts["completed"] += 1
+            else:
+                task.set_exception(decode_exception(payload))
+                self._counts["failed"] += 1
+        if self._max_tasks is not None and worker.done >= self._max_tasks:
+            self._retire(worker)
+            return
+        self._dispatch(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.retiring = True
+        if worker.inbox is not None:
+            worker.inbox.send(None)
+
+    def _worker_exited(self, worker: _Worker) -> None:
+        del self._workers[worker.index]
+        if worker in self._idle:
+            self._idle.remove(worker)
+        task, worker.task = worker.task, None
+        if task is not None and not task.done():
+            task.set_exception(
+                BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
+            )
+            self._counts["failed"] += 1
+        if worker.killed or not worker.retiring:
+            self._counts["replaced"] += 1
+        worker.isolate.join(60)
+        if self._broken is not None:
+            self._fail_queued(BrokenIsolateError(self._broken))
+            if not self._workers:
+                self._shutdown = True
+            return
+        if not self._shutdown or self._queue:
+            try:
+                self._start_worker()
+            except Exception as error:  # the process is exiting, or isolates cannot start
+                self._broken = f"cannot replace a pool isolate: {error}"
+                self._fail_queued(BrokenIsolateError(self._broken))
+                if not self._workers:
+                    self._shutdown = True
+
+    def _dispatch(self, worker: _Worker) -> None:
+        """Give ``worker`` the most urgent queued task, or mark it idle."""
+        if worker.retiring or worker.killed or worker.inbox is None:
+            return
+        while self._queue:
+            _, _, task, item = heapq.heappop(self._queue)
+            if not task.set_running_or_notify_cancel():
+                continue
+            worker.task = task
+            task._worker = worker
+            worker.inbox._send_item(item)
+            return
+        if self._shutdown:
+            self._retire(worker)
+        elif worker not in self._idle:
+            self._idle.append(worker)
+
+    def _fail_queued(self, error: BaseException) -> None:
+        while self._queue:
+            _, _, task, _ = heapq.heappop(self._queue)
+            if task.set_running_or_notify_cancel():
+                task.set_exception(error)
+                self._counts["failed"] += 1
+
+    # -- tasks ----------------------------------------------------------------------
+
+    def execute(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: Priority = Priority.REGULAR,
+    ) -> Task:
+        """Queue ``fn(*args, **kwargs)`` at ``priority``; return its Task.
+
+        Raises:
+            NotSendableError: ``fn`` or an argument cannot cross.
+            RuntimeError: the pool is shut down.
+            BrokenIsolateError: the pool's initializer failed.
+        """
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        priority = Priority(priority)
+        item = encode((fn, tuple(args), dict(kwargs or {})), "task")
+        task = Task(self, priority)
+        with self._lock:
+            if self._broken is not None:
+                raise BrokenIsolateError(self._broken)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new tasks after shutdown")
+            heapq.heappush(self._queue, (priority, next(self._order), task, item))
+            while self._idle and self._queue:
+                self._dispatch(self._idle.pop())
+        return task
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task:
+        """Queue ``fn(*args, **kwargs)`` at regular priority (the Executor API)."""
+        return self.execute(fn, args, kwargs)
+
+    async def run_async(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the pool and await its result."""
+        return await self.submit(fn, *args, **kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """``Executor.map``: results in order; ``chunksize`` items per task.
+
+        Raises:
+            TimeoutError: a result was not ready ``timeout`` seconds after the call.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        calls = list(zip(*iterables, strict=False))
+        chunks = [calls[i : i + chunksize] for i in range(0, len(calls), chunksize)]
+        results = super().map(_run_chunk, [fn] * len(chunks), chunks, timeout=timeout)
+        return itertools.chain.from_iterable(results)
+
+    def _forget_queued(self, task: Task) -> None:
+        with self._lock:
+            self._counts["cancelled"] += 1
+
+    def _cancel_running(self, task: Task) -> bool:
+        with self._lock:
+            worker = task._worker
+            if worker is None or worker.task is not task or task.done():
+                return False
+            if not task._force_cancel():
+                return False
+            self._counts["cancelled"] += 1
+            worker.task = None
+            worker.killed = True
+        worker.isolate.kill(IMMEDIATE)  # the collector replaces it when it has exited
+        return True
+
+    # -- state and shutdown -----------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            busy = sum(1 for w in self._workers.values() if w.task is not None)
+            return PoolStats(
+                size=self.size,
+                idle=len(self._idle),
+                busy=busy,
+                queued=len(self._queue),
+                **self._counts,
+            )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking tasks; finish the queued ones (or cancel them), then stop
+        the isolates. With ``wait``, return once they are gone."""
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while self._queue:
+                    _, _, task, _ = heapq.heappop(self._queue)
+                    task.cancel()
+            if not self._queue:
+                for worker in list(self._workers.values()):
+                    if worker.task is None:
+                        self._retire(worker)
+            if not self._workers:
+                self._results.send_port.send(("exit", -1))  # wake the collector to leave
+        if wait:
+            self._all_gone.wait()
+            self._collector.join()
+
+    def __repr__(self) -> str:
+        name = f" {self.debug_name!r}" if self.debug_name else ""
+        return f"<Pool{name} size={self.size}>"

@@ -1,0 +1,164 @@
+"""Pool: executor API, priorities, cancel, death and replacement."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import helpers
+import pytest
+
+import subiso
+
+T = 30
+
+
+def test_submit_map_and_executor_api():
+    with subiso.Pool(2, debug_name="p") as pool:
+        assert isinstance(pool, concurrent.futures.Executor)
+        task = pool.submit(helpers.add, 1, 2, c=3)
+        assert isinstance(task, concurrent.futures.Future)
+        assert task.result(timeout=T) == 6
+        assert list(pool.map(helpers.square, range(50))) == [i * i for i in range(50)]
+        assert list(pool.map(helpers.add, range(20), range(20), chunksize=7)) == [
+            2 * i for i in range(20)
+        ]
+        assert pool.submit(lambda: "closure ok").result(timeout=T) == "closure ok"
+        stats = pool.stats()
+        assert stats.size == 2 and stats.completed >= 53 and stats.queued == 0
+
+
+def test_errors_come_back_as_themselves():
+    with subiso.Pool(1) as pool:
+        with pytest.raises(helpers.Boom, match="x") as info:
+            pool.submit(helpers.boom, "x").result(timeout=T)
+        assert isinstance(info.value.__cause__, subiso.RemoteError)
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9
+        assert pool.stats().failed == 1
+
+
+def test_unsendable_argument_leaves_the_pool_usable():
+    import threading
+
+    with subiso.Pool(1) as pool:
+        with pytest.raises(subiso.NotSendableError, match="lock"):
+            pool.submit(helpers.square, threading.Lock())
+        assert pool.submit(helpers.square, 4).result(timeout=T) == 16
+
+
+def test_module_state_persists_on_an_isolate_and_initializer_runs():
+    with subiso.Pool(1, initializer=helpers.init_state, initargs=("ready",)) as pool:
+        assert pool.submit(helpers.read_init).result(timeout=T) == "ready"
+        calls = [pool.submit(helpers.count_calls).result(timeout=T) for _ in range(3)]
+        assert calls == [1, 2, 3]
+
+
+def test_max_tasks_per_isolate_recycles():
+    with subiso.Pool(1, max_tasks_per_isolate=2) as pool:
+        calls = [pool.submit(helpers.count_calls).result(timeout=T) for _ in range(5)]
+        assert calls == [1, 2, 1, 2, 1]
+
+
+def test_failing_initializer_breaks_the_pool():
+    pool = subiso.Pool(1, initializer=helpers.failing_init)
+    with pytest.raises(subiso.BrokenIsolateError, match="init failed"):
+        pool.submit(helpers.square, 2).result(timeout=T)
+    pool.shutdown()
+
+
+def _gate(name):
+    port = subiso.ReceivePort()
+    assert subiso.IsolateNameServer.register_port_with_name(port.send_port, name)
+    return port
+
+
+def test_priority_order_with_a_gated_single_worker():
+    gate_port = _gate("pool-gate")
+    try:
+        with subiso.Pool(1) as pool, subiso.ReceivePort() as log:
+            blocker = pool.submit(helpers.wait_on_gate, "pool-gate")
+            release = gate_port.receive(timeout=T)  # the worker is now busy
+            order = [
+                ("low", subiso.Priority.LOW),
+                ("regular-1", subiso.Priority.REGULAR),
+                ("immediately", subiso.Priority.IMMEDIATELY),
+                ("regular-2", subiso.Priority.REGULAR),
+                ("high", subiso.Priority.HIGH),
+            ]
+            tasks = [
+                pool.execute(helpers.record, ((log.send_port, label),), priority=priority)
+                for label, priority in order
+            ]
+            assert pool.stats().queued == 5 and pool.stats().busy == 1
+            release.send("go")
+            assert blocker.result(timeout=T) == "released"
+            for task in tasks:
+                task.result(timeout=T)
+            seen = [log.receive(timeout=T) for _ in tasks]
+            assert seen == ["immediately", "high", "regular-1", "regular-2", "low"]
+    finally:
+        subiso.IsolateNameServer.remove_port_name_mapping("pool-gate")
+        gate_port.close()
+
+
+def test_cancel_queued_and_running():
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        running = pool.submit(helpers.spin_forever, port.send_port)
+        assert port.receive(timeout=T) == "spinning"
+        queued = pool.submit(helpers.square, 5)
+        assert queued.cancel() and queued.cancelled()
+        assert running.cancel()
+        assert running.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            running.result(timeout=T)
+        assert pool.submit(helpers.square, 6).result(timeout=T) == 36  # the pool goes on
+        stats = pool.stats()
+        assert stats.cancelled == 2 and stats.replaced == 1
+
+
+def test_dead_isolate_fails_its_task_and_is_replaced():
+    with subiso.Pool(2) as pool:
+        with pytest.raises(subiso.BrokenIsolateError):
+            pool.submit(helpers.die).result(timeout=T)
+        assert [pool.submit(helpers.square, i).result(timeout=T) for i in range(4)] == [
+            0,
+            1,
+            4,
+            9,
+        ]
+        assert pool.stats().replaced == 1
+
+
+def test_asyncio_use():
+    async def main():
+        with subiso.Pool(2) as pool:
+            task = pool.submit(helpers.square, 7)
+            first = await task
+            second = await pool.run_async(helpers.add, 1, b=1)
+            gathered = await asyncio.gather(*(pool.run_async(helpers.square, i) for i in range(10)))
+            return first, second, gathered
+
+    assert asyncio.run(main()) == (49, 2, [i * i for i in range(10)])
+
+
+def test_shutdown_cancel_futures_and_refuse_new_work():
+    gate_port = _gate("pool-gate-2")
+    try:
+        pool = subiso.Pool(1)
+        blocker = pool.submit(helpers.wait_on_gate, "pool-gate-2")
+        release = gate_port.receive(timeout=T)
+        queued = [pool.submit(helpers.square, i) for i in range(3)]
+        release.send("go")
+        pool.shutdown(wait=True, cancel_futures=True)
+        assert blocker.result(timeout=T) == "released"
+        assert all(task.cancelled() for task in queued)
+        with pytest.raises(RuntimeError):
+            pool.submit(helpers.square, 1)
+    finally:
+        subiso.IsolateNameServer.remove_port_name_mapping("pool-gate-2")
+        gate_port.close()
+
+
+def test_legacy_pool():
+    with subiso.Pool(1, isolation="legacy") as pool:
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9
