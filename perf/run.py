@@ -32,6 +32,7 @@ PRESETS = {
         "bm_spawn": ["--loops", "1", "--processes", "3", "--values", "20", "--warmups", "2"],
         "bm_payload": ["--processes", "3", "--values", "4", "--warmups", "1"],
         "bm_control": ["--processes", "2", "--values", "4", "--warmups", "1"],
+        "bm_pool": ["--processes", "2", "--values", "3", "--warmups", "1"],
         "bm_jank": ["--repeat", "3"],
     },
     "full": {
@@ -39,6 +40,7 @@ PRESETS = {
         "bm_spawn": ["--loops", "1", "--processes", "10", "--values", "30", "--warmups", "3"],
         "bm_payload": ["--rigorous"],
         "bm_control": ["--rigorous"],
+        "bm_pool": ["--rigorous"],
         "bm_jank": ["--repeat", "10"],
     },
 }
@@ -55,8 +57,10 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
         print(f"[{i}/{len(scripts)}] {name} ({time.monotonic() - began:.0f} s so far)", flush=True)
         command = [sys.executable, str(HERE / f"{name}.py"), "-o", str(output), *args]
         if name != "bm_jank":
-            command.append("--quiet")
-        subprocess.run(command, check=True, cwd=HERE)
+            # Peers' worker interpreters and processes import the task module from here.
+            command += ["--quiet", "--inherit-environ", "PYTHONPATH"]
+        env = dict(os.environ, PYTHONPATH=str(HERE))
+        subprocess.run(command, check=True, cwd=HERE, env=env)
         suites[name] = pyperf.BenchmarkSuite.load(str(output))
     print(f"done in {time.monotonic() - began:.0f} s", flush=True)
     return suites
@@ -154,6 +158,40 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
             "Pipe": theirs,
         }
         chart["speedups"][f"{label} echo vs Pipe"] = ours / theirs
+
+    serial = _median(suites, "bm_pool", "cpu: serial")
+    pool_peers = [
+        "ProcessPool (forkserver)",
+        "ProcessPool (spawn)",
+        "ThreadPool",
+        "InterpreterPool (backport)",
+    ]
+    for label, key, unit in (
+        ("pool task round trip", "round trip", "time"),
+        ("pool map, 20,000 tiny tasks, chunksize 1", "map chunksize 1", "rate"),
+        ("pool map, 20,000 tiny tasks, chunksize 64", "map chunksize 64", "rate"),
+        ("pool, 8 CPU-bound tasks", "cpu", "time"),
+        ("pool, 8 MiB echo", "echo 8 MiB", "time"),
+    ):
+        ours = _median(suites, "bm_pool", f"{key}: subiso.Pool")
+        for i, peer in enumerate(pool_peers):
+            theirs = _median(suites, "bm_pool", f"{key}: {peer}")
+            if unit == "rate":
+                mine, other = f"{20_000 / ours:,.0f}/s", f"{20_000 / theirs:,.0f}/s"
+            else:
+                mine, other = _us(ours), _us(theirs)
+            rows.append(
+                (
+                    label if i == 0 else "",
+                    mine if i == 0 else "",
+                    f"{peer} {other}",
+                    f"{theirs / ours:.1f}x",
+                )
+            )
+            if peer == "ProcessPool (forkserver)":
+                chart["speedups"][f"{label.replace('pool', 'Pool')} vs ProcessPool"] = theirs / ours
+        if key == "cpu":
+            rows.append(("", "", f"serial {_us(serial)}", f"{serial / ours:.2f}x speedup"))
 
     kill = _median(suites, "bm_control", "kill(IMMEDIATE) of a busy loop until joined")
     ping = _median(suites, "bm_control", "ping round trip")

@@ -16,14 +16,25 @@ import heapq
 import itertools
 import os
 import threading
+import time
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
-from ._exceptions import BrokenIsolateError
+from ._exceptions import BrokenIsolateError, NotSendableError
 from ._isolate import Isolate, _check_isolation, spawn_isolate
 from ._ports import ReceivePort, SendPort
 from ._runtime import IMMEDIATE
-from ._wire import decode, decode_exception, encode
+from ._wire import PLAIN, decode, decode_exception, encode
+
+_NO_KWARGS = (PLAIN, None)
+
+
+def shareable_item(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An encoded part that can sit inside a plain tuple (no TransferableBuffers)."""
+    if len(item) > 2 and item[2]:
+        raise NotSendableError("a TransferableBuffer cannot be sent in a pool task")
+    return item[:2]
+
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,7 +121,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     results, index, initializer, initargs = config
     from ._ports import ReceivePort
     from ._runtime import _is_awaitable
-    from ._wire import decode, encode, encode_exception
+    from ._wire import PICKLED, PLAIN, decode, encode, encode_exception
 
     if initializer is not None:
         try:
@@ -120,13 +131,20 @@ def _worker_main(config: tuple[Any, ...]) -> None:
             return
     inbox = ReceivePort("pool worker")
     results.send(("ready", index, inbox.send_port))
+    functions: dict[bytes, Any] = {}  # pickled function -> function: tasks repeat them
     while True:
-        message = decode(inbox._receive_item(None))
-        if message is None:
+        item = inbox._receive_item(None)
+        if item[0] == PLAIN and item[1] is None:
             break
-        fn, args, kwargs = message
+        fn_bytes, args_item, kwargs_item = item[1]
         try:
-            result = fn(*args, **kwargs)
+            fn = functions.get(fn_bytes)
+            if fn is None:
+                fn = functions[fn_bytes] = decode((PICKLED, fn_bytes))
+                if len(functions) > 256:
+                    functions.pop(next(iter(functions)))
+            args = decode(args_item)
+            result = fn(*args, **decode(kwargs_item)) if kwargs_item[1] else fn(*args)
             if _is_awaitable(result):
                 import asyncio
 
@@ -138,8 +156,22 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     inbox.close()
 
 
-def _run_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    return [fn(*args) for args in chunk]
+def _run_batch(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Run several map calls in one task; each call's outcome is its own."""
+    from ._wire import encode_exception
+
+    outcomes: list[tuple[Any, ...]] = []
+    for args in calls:
+        try:
+            outcomes.append(("ok", fn(*args)))
+        except Exception as error:
+            outcomes.append(("err", encode_exception(error)))
+    return outcomes
+
+
+# Calls per task when map() batches on its own (chunksize=1): enough to make
+# dispatch cheap, few enough that both isolates stay busy to the end.
+MAP_BATCH = 32
 
 
 class Pool(Executor):
@@ -184,6 +216,11 @@ class Pool(Executor):
         self._shutdown = False
         self._broken: str | None = None
         self._results = ReceivePort(f"pool {debug_name or ''}".strip())
+        self._functions: dict[Any, bytes] = {}
+        # The collector shares the GIL with the threads that submit and wait:
+        # spinning there would keep them from running.
+        self._results._spin_max = 0
+        self._results._spin = 0
         self._collector = threading.Thread(
             target=self._collect, name=f"subiso-pool-{debug_name or id(self)}", daemon=True
         )
@@ -326,7 +363,7 @@ class Pool(Executor):
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         priority = Priority(priority)
-        item = encode((fn, tuple(args), dict(kwargs or {})), "task")
+        item = self._encode_task(fn, tuple(args), kwargs)
         task = Task(self, priority)
         with self._lock:
             if self._broken is not None:
@@ -337,6 +374,24 @@ class Pool(Executor):
             while self._idle and self._queue:
                 self._dispatch(self._idle.pop())
         return task
+
+    def _encode_task(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> tuple[Any, ...]:
+        """``(PLAIN, (function pickle, args item, kwargs item))``.
+
+        The function is pickled once per pool and function (workers keep a
+        cache by those bytes) and plain arguments are not pickled at all, so
+        a tiny task costs no pickling on either side.
+        """
+        fn_bytes = self._functions.get(fn)
+        if fn_bytes is None:
+            fn_bytes = encode(fn, "function")[1]
+            if len(self._functions) < 256:
+                self._functions[fn] = fn_bytes
+        args_item = shareable_item(encode(args, "args"))
+        kwargs_item = shareable_item(encode(kwargs, "kwargs")) if kwargs else _NO_KWARGS
+        return (PLAIN, (fn_bytes, args_item, kwargs_item))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task:
         """Queue ``fn(*args, **kwargs)`` at regular priority (the Executor API)."""
@@ -353,19 +408,41 @@ class Pool(Executor):
         timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[Any]:
-        """``Executor.map``: results in order; ``chunksize`` items per task.
+        """``Executor.map``: results in order, each call's exception at its place.
+
+        Calls travel in batches of ``chunksize``; with ``chunksize=1`` the
+        pool picks a batch size itself (up to 32 calls, and at least four
+        batches per isolate), because a task per call would be dominated by
+        dispatch. Either way an exception belongs to its own call: the calls
+        before it still yield their results.
 
         Raises:
             TimeoutError: a result was not ready ``timeout`` seconds after the call.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
-        if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         calls = list(zip(*iterables, strict=False))
-        chunks = [calls[i : i + chunksize] for i in range(0, len(calls), chunksize)]
-        results = super().map(_run_chunk, [fn] * len(chunks), chunks, timeout=timeout)
-        return itertools.chain.from_iterable(results)
+        if chunksize == 1:
+            chunksize = max(1, min(MAP_BATCH, len(calls) // (self.size * 4)))
+        tasks = [
+            self.submit(_run_batch, fn, calls[i : i + chunksize])
+            for i in range(0, len(calls), chunksize)
+        ]
+        return self._map_results(tasks, deadline)
+
+    @staticmethod
+    def _map_results(tasks: list[Task], deadline: float | None) -> Iterator[Any]:
+        try:
+            for task in tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                for status, value in task.result(remaining):
+                    if status == "err":
+                        raise decode_exception(value)
+                    yield value
+        finally:
+            for task in tasks:
+                task.cancel()
 
     def _forget_queued(self, task: Task) -> None:
         with self._lock:

@@ -127,6 +127,7 @@ class _Port:
         self._closed = False
         self._waiters = 0
         self._spin = _SPIN_MIN
+        self._spin_max = _SPIN_MAX  # 0 for a receiver that must never spin
         self._handler: Callable[[Any], object] | None = None
         self._keepalive = False
         self._loop: Any = None  # the asyncio loop watching this port, if any
@@ -191,10 +192,10 @@ class _Port:
         """Spin next time about as long as this wait lasted, if that was short:
         a message that comes back within microseconds is caught without
         parking; a port that stays quiet stops costing CPU."""
-        if parked_for < _SPIN_MAX:
-            self._spin = min(_SPIN_MAX, max(self._spin, parked_for * 2))
+        if parked_for < self._spin_max:
+            self._spin = min(self._spin_max, max(self._spin, parked_for * 2))
         else:
-            self._spin = max(_SPIN_MIN, self._spin / 4)
+            self._spin = min(self._spin_max, max(_SPIN_MIN, self._spin / 4))
 
     def _park(self, timeout: float | None) -> None:
         fds = [self._rfd]

@@ -250,3 +250,9 @@ def increment(state):
 
 def bad_update(state):
     raise ValueError("bad update")
+
+
+def boom_on_three(x):
+    if x == 3:
+        raise Boom(str(x))
+    return x

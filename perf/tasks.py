@@ -1,0 +1,24 @@
+"""Task functions the pool benchmark runs on every peer.
+
+They live in an importable module (not ``__main__``) so that every peer,
+including the backport's InterpreterPoolExecutor, can unpickle them.
+"""
+
+from __future__ import annotations
+
+CPU_N = 300_000
+
+
+def tiny(x: int) -> int:
+    return x + 1
+
+
+def cpu(n: int = CPU_N) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def echo(data: bytes) -> bytes:
+    return data
