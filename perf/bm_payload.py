@@ -1,21 +1,41 @@
-"""Moving data: a payload sent to a parallel worker and echoed back.
+"""Moving data: a payload sent to a parallel worker and echoed back, 1 KiB .. 64 MiB.
 
-subiso: bytes through ports (shareable: copied once on each receive, never
-pickled), and a TransferableBuffer (memfd: not copied at all in transit).
-Peer, same run: a multiprocessing Pipe to a forkserver process.
+subiso, through ports to an echoing isolate: ``bytes`` (shareable: copied
+once on each receive, never pickled); an object graph (a list of dicts
+holding 1 KiB bytearrays: pickled both ways); a ``TransferableBuffer``
+(memfd: not copied in transit; a new one is made for the way back).
+Peers, same run: ``bytes`` through a multiprocessing Pipe to a forkserver
+process, and through a ProcessPoolExecutor (forkserver) task.
 Value: seconds per round trip; the report turns it into MiB/s.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pyperf
 
+sys.path.insert(0, str(Path(__file__).parent))
+import tasks
+
 import subiso
 
-SIZES = {"1 MiB": 1 << 20, "64 MiB": 64 << 20}
+SIZES = {
+    "1 KiB": 1 << 10,
+    "64 KiB": 64 << 10,
+    "1 MiB": 1 << 20,
+    "8 MiB": 8 << 20,
+    "64 MiB": 64 << 20,
+}
+
+
+def graph(size: int) -> list[dict[str, object]]:
+    """An object graph of about ``size`` bytes: dicts holding 1 KiB bytearrays."""
+    return [{"id": i, "blob": bytearray(1024)} for i in range(max(1, size // 1024))]
 
 
 def _echo(port):
@@ -47,10 +67,12 @@ class _Echo:
         self.port.close()
 
 
-def bench_bytes(size: int):
+def bench_message(make_payload):
     def bench(loops: int) -> float:
-        payload = bytes(size)
+        payload = make_payload()
         with _Echo() as echo:
+            echo.inbox.send(payload)
+            echo.port.receive()
             start = time.perf_counter()
             for _ in range(loops):
                 echo.inbox.send(payload)
@@ -85,6 +107,8 @@ def bench_pipe(size: int):
         here, there = ctx.Pipe()
         process = ctx.Process(target=_echo_pipe, args=(there,))
         process.start()
+        here.send_bytes(payload)
+        here.recv_bytes()
         start = time.perf_counter()
         for _ in range(loops):
             here.send_bytes(payload)
@@ -97,10 +121,31 @@ def bench_pipe(size: int):
     return bench
 
 
+def bench_process_pool(size: int):
+    def bench(loops: int) -> float:
+        payload = bytes(size)
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            pool.submit(tasks.echo, payload).result()
+            start = time.perf_counter()
+            for _ in range(loops):
+                pool.submit(tasks.echo, payload).result()
+            return time.perf_counter() - start
+
+    return bench
+
+
 if __name__ == "__main__":
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0]
     for label, size in SIZES.items():
-        runner.bench_time_func(f"echo {label} bytes, subiso port", bench_bytes(size))
+        runner.bench_time_func(
+            f"echo {label} bytes, subiso port", bench_message(lambda size=size: bytes(size))
+        )
+        runner.bench_time_func(
+            f"echo {label} object graph, subiso port",
+            bench_message(lambda size=size: graph(size)),
+        )
         runner.bench_time_func(f"echo {label} TransferableBuffer", bench_transferable(size))
         runner.bench_time_func(f"echo {label} bytes, mp Pipe", bench_pipe(size))
+        runner.bench_time_func(f"echo {label} bytes, ProcessPool", bench_process_pool(size))

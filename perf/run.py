@@ -30,9 +30,10 @@ PRESETS = {
     "default": {
         "bm_pingpong": ["--processes", "3", "--values", "5", "--warmups", "1"],
         "bm_spawn": ["--loops", "1", "--processes", "3", "--values", "20", "--warmups", "2"],
-        "bm_payload": ["--processes", "3", "--values", "4", "--warmups", "1"],
+        "bm_payload": ["--processes", "2", "--values", "3", "--warmups", "1"],
         "bm_control": ["--processes", "2", "--values", "4", "--warmups", "1"],
         "bm_pool": ["--processes", "2", "--values", "3", "--warmups", "1"],
+        "bm_memory": [],
         "bm_jank": ["--repeat", "3"],
     },
     "full": {
@@ -41,6 +42,7 @@ PRESETS = {
         "bm_payload": ["--rigorous"],
         "bm_control": ["--rigorous"],
         "bm_pool": ["--rigorous"],
+        "bm_memory": [],
         "bm_jank": ["--repeat", "10"],
     },
 }
@@ -56,7 +58,7 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
         output.unlink(missing_ok=True)
         print(f"[{i}/{len(scripts)}] {name} ({time.monotonic() - began:.0f} s so far)", flush=True)
         command = [sys.executable, str(HERE / f"{name}.py"), "-o", str(output), *args]
-        if name != "bm_jank":
+        if name not in ("bm_jank", "bm_memory"):
             # Peers' worker interpreters and processes import the task module from here.
             command += ["--quiet", "--inherit-environ", "PYTHONPATH"]
         env = dict(os.environ, PYTHONPATH=str(HERE))
@@ -136,28 +138,47 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
         ("", "", f"InterpreterPool cold {_us(interp_cold)}", f"{interp_cold / first:.0f}x faster")
     )
 
-    for label, size in (("1 MiB", 1 << 20), ("64 MiB", 64 << 20)):
+    sizes = {
+        "1 KiB": 1 << 10,
+        "64 KiB": 64 << 10,
+        "1 MiB": 1 << 20,
+        "8 MiB": 8 << 20,
+        "64 MiB": 64 << 20,
+    }
+    methods = {
+        "subiso bytes": "bytes, subiso port",
+        "subiso object graph": "object graph, subiso port",
+        "TransferableBuffer": "TransferableBuffer",
+        "Pipe bytes": "bytes, mp Pipe",
+        "ProcessPool bytes": "bytes, ProcessPool",
+    }
+    for label, size in sizes.items():
         moved = 2 * size / (1 << 20)  # there and back
-        ours = moved / _median(suites, "bm_payload", f"echo {label} bytes, subiso port")
-        transfer = moved / _median(suites, "bm_payload", f"echo {label} TransferableBuffer")
-        theirs = moved / _median(suites, "bm_payload", f"echo {label} bytes, mp Pipe")
+        speeds = {
+            m: moved / _median(suites, "bm_payload", f"echo {label} {key}")
+            for m, key in methods.items()
+        }
+        chart["payload"][label] = speeds
+        ours, pipe, pool = speeds["subiso bytes"], speeds["Pipe bytes"], speeds["ProcessPool bytes"]
         rows.append(
             (
-                f"{label} echo throughput",
+                f"{label} echo, bytes",
                 f"{ours:,.0f} MiB/s",
-                f"Pipe {theirs:,.0f} MiB/s",
-                f"{ours / theirs:.1f}x",
+                f"Pipe {pipe:,.0f} / ProcessPool {pool:,.0f} MiB/s",
+                f"{ours / pipe:.1f}x / {ours / pool:.1f}x",
             )
         )
         rows.append(
-            ("", f"TransferableBuffer {transfer:,.0f} MiB/s", "", f"{transfer / theirs:.1f}x")
+            (
+                "",
+                f"graph {speeds['subiso object graph']:,.0f}, "
+                f"Transferable {speeds['TransferableBuffer']:,.0f} MiB/s",
+                "",
+                "",
+            )
         )
-        chart["payload"][label] = {
-            "subiso bytes": ours,
-            "TransferableBuffer": transfer,
-            "Pipe": theirs,
-        }
-        chart["speedups"][f"{label} echo vs Pipe"] = ours / theirs
+        if label in ("1 MiB", "64 MiB"):
+            chart["speedups"][f"{label} echo vs Pipe"] = ours / pipe
 
     serial = _median(suites, "bm_pool", "cpu: serial")
     pool_peers = [
@@ -192,6 +213,33 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
                 chart["speedups"][f"{label.replace('pool', 'Pool')} vs ProcessPool"] = theirs / ours
         if key == "cpu":
             rows.append(("", "", f"serial {_us(serial)}", f"{serial / ours:.2f}x speedup"))
+
+    mem = {b.get_name(): b.get_values()[0] for b in suites["bm_memory"].get_benchmarks()}
+    idle = mem["memory: RSS per idle isolate"]
+    fork_pss = mem["memory: PSS per idle process (forkserver)"]
+    spawn_pss = mem["memory: PSS per idle process (spawn)"]
+    many = next(n for n in mem if n.startswith("memory: process RSS growth"))
+    count = many.split(",")[1].split()[0]
+    mib = 1 << 20
+    rows.append(
+        (
+            "memory per idle worker",
+            f"{idle / mib:.2f} MiB RSS",
+            f"process PSS {fork_pss / mib:.1f} (forkserver) / {spawn_pss / mib:.1f} MiB (spawn)",
+            f"{fork_pss / idle:.1f}x smaller",
+        )
+    )
+    start_many = mem[f"memory: start one of {count} isolates"]
+    rows.append(
+        (
+            f"{count} live isolates in one process",
+            f"{mem[many] / mib:,.0f} MiB",
+            f"{int(count)} processes ~{int(count) * fork_pss / mib:,.0f} MiB",
+            "",
+        )
+    )
+    rows.append(("", f"start {_us(start_many)} each", "", ""))
+    chart["speedups"]["memory per idle worker vs process"] = fork_pss / idle
 
     kill = _median(suites, "bm_control", "kill(IMMEDIATE) of a busy loop until joined")
     ping = _median(suites, "bm_control", "ping round trip")
@@ -278,17 +326,14 @@ def draw(chart, path: Path, title: str) -> None:
     ax = axes[1]
     sizes = list(chart["payload"])
     methods = list(next(iter(chart["payload"].values())))
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
-        xs = [j + i * width for j in range(len(sizes))]
-        ys = [chart["payload"][s][method] for s in sizes]
-        b = ax.bar(xs, ys, width, label=method)
-        ax.bar_label(b, labels=[f"{y:,.0f}" for y in ys], fontsize=8)
-    ax.set_xticks([j + width for j in range(len(sizes))], sizes)
+    for method in methods:
+        ax.plot(sizes, [chart["payload"][s][method] for s in sizes], marker="o", label=method)
     ax.set_yscale("log")
-    ax.set_ylabel("echo throughput, MiB/s (log)")
+    ax.set_xlabel("payload (echoed there and back)")
+    ax.set_ylabel("throughput, MiB/s (log)")
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Payload echo")
+    ax.set_title("Payload sweep")
 
     ax = axes[2]
     ways = list(chart["jank"])
