@@ -174,17 +174,20 @@ class _Port:
     def _spin_get(self) -> object:
         """Look at the queue for up to ``self._spin`` seconds.
 
-        In an interpreter with other threads each look also yields the GIL
+        In an interpreter with other threads it yields the GIL every few looks
         (``sched_yield``): a spinning receiver must not keep them from running.
         """
         end = _perf_counter() + self._spin
         get = self._get
-        share_gil = _Local.runtime_threads_shared
+        every = 32 if _Local.runtime_threads_shared else 0
+        turns = 0
         while _perf_counter() < end:
             item = get()
             if item is not EMPTY:
                 return item
-            if share_gil:
+            turns += 1
+            if turns == every:
+                turns = 0
                 _yield()  # releases the GIL: another thread may take it
         return EMPTY
 

@@ -148,8 +148,9 @@ def test_shutdown_cancel_futures_and_refuse_new_work():
         blocker = pool.submit(helpers.wait_on_gate, "pool-gate-2")
         release = gate_port.receive(timeout=T)
         queued = [pool.submit(helpers.square, i) for i in range(3)]
+        pool.shutdown(wait=False, cancel_futures=True)  # while the blocker still runs
         release.send("go")
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True)
         assert blocker.result(timeout=T) == "released"
         assert all(task.cancelled() for task in queued)
         with pytest.raises(RuntimeError):
