@@ -98,6 +98,8 @@ class _Hub:
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
         self.thread.start()
         threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_warn_before_fork)
 
     # -- starting isolates ----------------------------------------------------
 
@@ -295,6 +297,21 @@ class _Hub:
             zombies, self.zombies = self.zombies, []
         for iid, _ in zombies:
             _backend.interpreter_destroy(iid)
+
+
+FORK_WARNING = (
+    "os.fork() while subiso isolates are alive: the child process will hang or "
+    "crash in CPython (gh-139759), before any of its code runs. Start processes "
+    "with multiprocessing's 'forkserver' or 'spawn' method, or with subprocess."
+)
+
+
+def _warn_before_fork() -> None:
+    """At-fork hook: the child cannot tell (it never runs), so the parent does."""
+    if len(_backend.interpreter_ids()) > 1:
+        import warnings
+
+        warnings.warn(FORK_WARNING, RuntimeWarning, stacklevel=2)
 
 
 class _AnyCapability:

@@ -256,3 +256,18 @@ def boom_on_three(x):
     if x == 3:
         raise Boom(str(x))
     return x
+
+
+def identity(x):
+    return x
+
+
+@__import__("dataclasses").dataclass
+class Point:
+    x: int
+    y: object = None
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("refuses to be pickled")

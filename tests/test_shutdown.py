@@ -45,3 +45,31 @@ def test_exit_with_busy_isolates_is_clean_and_keeps_the_exit_code():
     assert "leaving" in result.stdout
     assert "Fatal Python error" not in result.stderr, result.stderr
     assert result.returncode == 3, result.stderr
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, subiso
+    port = subiso.ReceivePort()
+    iso = subiso.Isolate.spawn(lambda p: p.send("up"), port.send_port)
+    assert port.receive(timeout=30) == "up"
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.kill(pid, signal.SIGKILL)  # the child hangs in CPython; do not wait for it
+    os.waitpid(pid, 0)
+    print("parent done", flush=True)
+    """
+)
+
+
+def test_fork_with_live_isolates_is_explained():
+    result = subprocess.run(
+        [sys.executable, "-W", "always::RuntimeWarning", "-c", FORK_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert "parent done" in result.stdout, result.stderr
+    assert "gh-139759" in result.stderr and "forkserver" in result.stderr
