@@ -150,6 +150,10 @@ class _Pickler(_pickle.Pickler):
             return obj._reduce_for(self)
         if kind is _ModuleType:
             return (_import_module, (obj.__name__,))
+        if kind is memoryview:
+            # A copy: a view into another interpreter's memory would dangle
+            # once that interpreter is destroyed.
+            return (memoryview, (obj.tobytes(),))
         if isinstance(obj, type) and not _importable(obj) and obj.__module__ != "builtins":
             import cloudpickle
 

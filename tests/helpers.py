@@ -271,3 +271,35 @@ class Point:
 class Unpicklable:
     def __reduce__(self):
         raise RuntimeError("refuses to be pickled")
+
+
+def announce_then_spin(port):
+    port.send("started")
+    while True:
+        pass
+
+
+def stream_forever(port):
+    i = 0
+    while True:
+        port.send(i)
+        i += 1
+
+
+def receive_forever(port):
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    inbox.receive()  # never comes
+
+
+def sender(args):
+    port, sender_id, count = args
+    for i in range(count):
+        port.send((sender_id, i))
+
+
+def send_view_and_exit(port):
+    buffer = bytearray(b"owned by a dying isolate" * 1000)
+    port.send(memoryview(buffer))
