@@ -207,11 +207,6 @@ def interpreter_ids() -> list[int]:
     return [entry[0] for entry in _interpreters.list_all()]
 
 
-def is_shareable(value: object) -> bool:
-    result: bool = _interpreters.is_shareable(value)
-    return result
-
-
 # -- wake-up fds --------------------------------------------------------------
 #
 # A waker is a pair of process-wide fds (read end, write end); with eventfd it

@@ -30,7 +30,7 @@ from . import _backend, _runtime
 from ._exceptions import BrokenIsolateError, IsolateSpawnError, NotSendableError
 from ._ports import ReceivePort, SendPort, _Local, _Process
 from ._runtime import BEFORE_NEXT_EVENT, BOOTSTRAP, IMMEDIATE, Capability, Runtime
-from ._wire import StreamDecoder, decode, decode_exception, encode
+from ._wire import PICKLED, StreamDecoder, decode, decode_exception, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -260,11 +260,6 @@ class _Hub:
 
     # -- leaving ----------------------------------------------------------------
 
-    def busy(self) -> int:
-        """Isolates other than idle spares that are alive or not yet destroyed."""
-        with self.lock:
-            return self._busy()
-
     def _busy(self) -> int:
         return (
             len(self.live)
@@ -453,7 +448,7 @@ def _run(
             decoder = StreamDecoder(message[1])
             while not decoder.done:
                 item = reply._receive_item(None)
-                if item[0] != _wire_pickled:
+                if item[0] != PICKLED:
                     return _result(*decode(item))
                 decoder.add(item)
             return decoder.result()
@@ -489,7 +484,7 @@ async def _run_async(
                 # Unpickle slices while they are waiting, up to the turn's
                 # budget, then let the loop run.
                 while True:
-                    if item[0] != _wire_pickled:
+                    if item[0] != PICKLED:
                         return _result(*decode(item))
                     decoder.add(item)
                     if decoder.done or _perf_counter() - began > DELIVERY_BUDGET:
@@ -506,8 +501,6 @@ async def _run_async(
             _kill_on_interrupt(control, terminate)
             raise
 
-
-_wire_pickled = 1
 
 # Event-loop time run_async spends unpickling a streamed result in one turn.
 DELIVERY_BUDGET = 0.003
@@ -816,9 +809,9 @@ class Isolate:
             return True
         with ReceivePort() as port:  # a handle that travelled: listen for the exit
             self.add_on_exit_listener(port.send_port)
-            deadline = None if timeout is None else _now() + timeout
+            deadline = None if timeout is None else _perf_counter() + timeout
             while _backend.queue_exists(self._control._qid):
-                step = 0.05 if deadline is None else min(0.05, deadline - _now())
+                step = 0.05 if deadline is None else min(0.05, deadline - _perf_counter())
                 if step <= 0:
                     return False
                 try:
@@ -864,18 +857,11 @@ def spawn_isolate(
         exit_response,
     )
     with ack:
-        assert handle._exit_port is not None
         handle._control = _acquire(isolation)
         handle._control._send_item(job)
         started = ack.receive()
     _replenish()
     return Isolate._spawned(handle, started)
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _isolate(

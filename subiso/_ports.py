@@ -518,7 +518,7 @@ class _Dispatcher:
         if _Local.interrupt_fd >= 0:
             fds.append(_Local.interrupt_fd)
         for port in ports:  # messages may be waiting from before the handler was set
-            if port._handler is not None and queue_count_nonzero(port):
+            if port._handler is not None and _backend.queue_count(port._qid):
                 fds = []
                 break
         ready = _backend.wait_readable(fds, timeout) if fds else []
@@ -542,10 +542,6 @@ class _Dispatcher:
     def _forever(self) -> None:
         while True:
             self.run_once(None)
-
-
-def queue_count_nonzero(port: _Port) -> bool:
-    return _backend.queue_count(port._qid) > 0
 
 
 def _dispatcher() -> _Dispatcher:

@@ -31,6 +31,7 @@ from . import _backend, _ports
 from ._backend import EMPTY
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
 from ._wire import (
+    PLAIN,
     decode,
     describe_error,
     encode,
@@ -427,7 +428,7 @@ def main(params: tuple[Any, ...]) -> None:
 
 
 def _life(runtime: Runtime) -> None:
-    _backend.queue_put(runtime.hub_qid, (0, ("ready", runtime.ctl_qid)))  # warm now
+    _backend.queue_put(runtime.hub_qid, (PLAIN, ("ready", runtime.ctl_qid)))  # warm now
     _Local.sent_to.add(runtime.hub_qid)
     _backend.wake(_Process.hub_wfd)
     runtime.job_ready.acquire()
