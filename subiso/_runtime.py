@@ -148,14 +148,12 @@ class Runtime:
                 _backend.wait_readable([self.ctl_rfd], None)
                 _backend.waker_drain(self.ctl_rfd)
                 continue
-            if not self.apply(decode(item)):  # type: ignore[arg-type]
-                return
+            self.apply(decode(item))  # type: ignore[arg-type]
 
-    def apply(self, request: tuple[Any, ...]) -> bool:
-        """Carry out one control request; False stops the control thread."""
+    def apply(self, request: tuple[Any, ...]) -> None:
+        """Carry out one control request (on the control thread, or on the
+        isolate's thread when its loop drains requests before an event)."""
         kind = request[0]
-        if kind == "stop":
-            return False
         if kind == "start":
             if self.exiting or self.job is not None or not self.job_ready.locked():
                 self.refused.append(request)  # teardown tells its sender
@@ -194,7 +192,6 @@ class Runtime:
             self.error_listeners = [p for p in self.error_listeners if p != request[1]]
         elif kind == "fatal":
             self.errors_fatal = bool(request[1])
-        return True
 
     def _later(self, action: Any) -> None:
         self.later.append(action)
