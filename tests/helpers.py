@@ -303,4 +303,3 @@ def sender(args):
 def send_view_and_exit(port):
     buffer = bytearray(b"owned by a dying isolate" * 1000)
     port.send(memoryview(buffer))
-
