@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	echo "using $$py ($$($$py --version))"; \
 	$$py -m venv $(VENV); \
 	$(PY) -m pip install -q --upgrade pip; \
-	$(PY) -m pip install -q -e ".[test,perf]"; \
+	$(PY) -m pip install -q -e ".[test,perf,distributed]"; \
 	touch $(STAMP)
 
 compile: $(STAMP)

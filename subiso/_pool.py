@@ -293,6 +293,8 @@ class Pool(Executor):
             worker.inbox.send(None)
 
     def _worker_exited(self, worker: _Worker) -> None:
+        if worker.killed or not worker.retiring:
+            self._counts["replaced"] += 1
         del self._workers[worker.index]
         if worker in self._idle:
             self._idle.remove(worker)
@@ -302,8 +304,6 @@ class Pool(Executor):
                 BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
             )
             self._counts["failed"] += 1
-        if worker.killed or not worker.retiring:
-            self._counts["replaced"] += 1
         worker.isolate.join(60)
         if self._broken is not None:
             self._fail_queued(BrokenIsolateError(self._broken))

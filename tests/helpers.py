@@ -303,3 +303,26 @@ def sender(args):
 def send_view_and_exit(port):
     buffer = bytearray(b"owned by a dying isolate" * 1000)
     port.send(memoryview(buffer))
+
+
+def spin_after_event(name):
+    """On a Dask worker's isolate: say it started (through the worker), then spin."""
+    import subiso
+
+    subiso.host.call("dask_event_set", name)
+    while True:
+        pass
+
+
+def where():
+    """(process id, interpreter id) of the caller."""
+    import _interpreters
+    import os
+
+    return os.getpid(), _interpreters.get_current()[0]
+
+
+def exit_process():
+    import os
+
+    os._exit(3)

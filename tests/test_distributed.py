@@ -1,0 +1,125 @@
+"""ClusterPool on a real LocalCluster: worker processes on loopback, not mocks."""
+
+from __future__ import annotations
+
+import os
+
+import helpers
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import subiso  # noqa: E402
+from subiso.distributed import ClusterPool  # noqa: E402
+
+T = 60
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():  # Dask keeps its own threads in this process; the cluster is module-wide
+    yield
+
+
+@pytest.fixture(scope="module")
+def client():
+    import dask
+
+    # Dask's profiler samples sys._current_frames(), which crashes CPython
+    # 3.13 while isolates run (README); a task whose worker dies is not retried.
+    settings = {
+        "distributed.worker.profile.enabled": False,
+        "distributed.scheduler.allowed-failures": 0,
+    }
+    with (
+        dask.config.set(settings),
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def pool(client):
+    with ClusterPool(client, isolates_per_worker=2) as pool:
+        yield pool
+
+
+def test_results_and_where_tasks_ran(pool):
+    assert pool.submit(helpers.square, 7).result(timeout=T) == 49
+    assert list(pool.map(helpers.square, range(20), chunksize=4)) == [i * i for i in range(20)]
+    assert pool.submit(lambda x: x + 1, 1).result(timeout=T) == 2  # closures travel
+    pid, interpreter = pool.submit(helpers.where).result(timeout=T)
+    assert pid != os.getpid(), "ran in this process, not a Dask worker"
+    assert interpreter != 0, "ran in the main interpreter, not an isolate"
+
+
+def test_errors_come_back_as_themselves(pool):
+    with pytest.raises(helpers.Boom):
+        pool.submit(helpers.boom, "cluster").result(timeout=T)
+
+
+def test_stats_sum_the_workers(pool):
+    pool.submit(helpers.square, 1).result(timeout=T)
+    stats = pool.stats()
+    assert isinstance(stats, subiso.PoolStats)
+    assert stats.size == 2 and stats.completed >= 1
+
+
+def test_async(pool):
+    import asyncio
+
+    async def main():
+        return await pool.run_async(helpers.square, 5)
+
+    assert asyncio.run(main()) == 25
+
+
+def test_priority_maps_onto_dask(pool):
+    task = pool.execute(helpers.square, (3,), priority=subiso.Priority.IMMEDIATELY)
+    assert task.result(timeout=T) == 9
+    assert task._dask is not None
+
+
+def _register_event_setter(dask_worker=None):
+    # in the worker process: lets its isolates set a Dask event through subiso.host
+    client = dask_worker.client
+
+    def set_event(name):
+        distributed.Event(name, client=client).set()
+
+    try:
+        subiso.host.register("dask_event_set", set_event)
+    except ValueError:
+        pass
+
+
+def test_cancel_a_running_task_kills_its_isolate(pool, client):
+    client.run(_register_event_setter)
+    event = distributed.Event("subiso-test-spinning", client=client)
+    task = pool.submit(helpers.spin_after_event, "subiso-test-spinning")
+    assert event.wait(T), "the task never started"
+    assert task.cancel() and task.cancelled()
+    assert pool.submit(helpers.square, 4).result(timeout=T) == 16  # the worker's pool goes on
+    assert pool.stats().replaced >= 1
+
+
+def test_profiler_on_is_refused(client):
+    # the module's cluster runs without it; a client-side check names the problem
+    assert not any(
+        client.run(
+            lambda: __import__("dask").config.get("distributed.worker.profile.enabled")
+        ).values()
+    )
+
+
+def test_a_dead_worker_fails_the_task_clearly(pool):
+    with pytest.raises(subiso.BrokenIsolateError, match="died"):
+        pool.submit(helpers.exit_process).result(timeout=T)
+    assert pool.submit(helpers.square, 5).result(timeout=T) == 25  # the nanny restarted it
