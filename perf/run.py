@@ -34,6 +34,7 @@ PRESETS = {
         "bm_control": ["--processes", "2", "--values", "4", "--warmups", "1"],
         "bm_pool": ["--processes", "2", "--values", "3", "--warmups", "1"],
         "bm_memory": [],
+        "bm_distributed": [],
         "bm_jank": ["--repeat", "3"],
     },
     "full": {
@@ -43,6 +44,7 @@ PRESETS = {
         "bm_control": ["--rigorous"],
         "bm_pool": ["--rigorous"],
         "bm_memory": [],
+        "bm_distributed": [],
         "bm_jank": ["--repeat", "10"],
     },
 }
@@ -58,7 +60,7 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
         output.unlink(missing_ok=True)
         print(f"[{i}/{len(scripts)}] {name} ({time.monotonic() - began:.0f} s so far)", flush=True)
         command = [sys.executable, str(HERE / f"{name}.py"), "-o", str(output), *args]
-        if name not in ("bm_jank", "bm_memory"):
+        if name not in ("bm_jank", "bm_memory", "bm_distributed"):
             # Peers' worker interpreters and processes import the task module from here.
             command += ["--quiet", "--inherit-environ", "PYTHONPATH"]
         env = dict(os.environ, PYTHONPATH=str(HERE))
@@ -240,6 +242,33 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     )
     rows.append(("", f"start {_us(start_many)} each", "", ""))
     chart["speedups"]["memory per idle worker vs process"] = fork_pss / idle
+
+    dask = {b.get_name(): b.get_values()[0] for b in suites["bm_distributed"].get_benchmarks()}
+    for label, key, unit in (
+        ("Dask, CPU-bound tasks", "cpu tasks/s", "rate"),
+        ("Dask, tiny tasks", "tiny tasks/s", "rate"),
+        ("Dask, worker RSS per core", "RSS per core", "bytes"),
+    ):
+        ours = dask[f"dask: {key}, 1 process + isolates"]
+        theirs = dask[f"dask: {key}, 2 plain worker processes"]
+        if unit == "rate":
+            rows.append(
+                (
+                    f"{label} (1 process + isolates)",
+                    f"{ours:,.0f}/s",
+                    f"2 plain workers {theirs:,.0f}/s",
+                    f"{ours / theirs:.2f}x",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    f"{label} (1 process + isolates)",
+                    f"{ours / mib:,.0f} MiB",
+                    f"2 plain workers {theirs / mib:,.0f} MiB",
+                    f"{theirs / ours:.2f}x smaller",
+                )
+            )
 
     kill = _median(suites, "bm_control", "kill(IMMEDIATE) of a busy loop until joined")
     ping = _median(suites, "bm_control", "ping round trip")
