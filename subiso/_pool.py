@@ -174,7 +174,76 @@ def _run_batch(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[tup
 MAP_BATCH = 32
 
 
-class Pool(Executor):
+class _ExecutorFace(Executor):
+    """What Pool and ClusterPool share: ``submit``, ``run_async`` and ``map``,
+    all built on ``execute``."""
+
+    def execute(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: Priority = Priority.REGULAR,
+    ) -> Task:
+        raise NotImplementedError
+
+    def _batch_size(self, chunksize: int, calls: int) -> int:
+        """Calls per task for ``map``."""
+        return chunksize
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task:
+        """Queue ``fn(*args, **kwargs)`` at regular priority (the Executor API)."""
+        return self.execute(fn, args, kwargs)
+
+    async def run_async(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the pool and await its result."""
+        return await self.submit(fn, *args, **kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """``Executor.map``: results in order, each call's exception at its place.
+
+        Calls travel in batches of ``chunksize``; with ``chunksize=1`` a
+        ``Pool`` picks a batch size itself (up to 32 calls, and at least four
+        batches per isolate), because a task per call would be dominated by
+        dispatch. Either way an exception belongs to its own call: the calls
+        before it still yield their results.
+
+        Raises:
+            TimeoutError: a result was not ready ``timeout`` seconds after the call.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        calls = list(zip(*iterables, strict=False))
+        chunksize = self._batch_size(chunksize, len(calls))
+        tasks = [
+            self.submit(_run_batch, fn, calls[i : i + chunksize])
+            for i in range(0, len(calls), chunksize)
+        ]
+        return self._map_results(tasks, deadline)
+
+    @staticmethod
+    def _map_results(tasks: list[Task], deadline: float | None) -> Iterator[Any]:
+        try:
+            for task in tasks:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                for status, value in task.result(remaining):
+                    if status == "err":
+                        raise decode_exception(value)
+                    yield value
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+class Pool(_ExecutorFace):
     """A pool of long-lived isolates; a ``concurrent.futures.Executor``.
 
     ``size=None`` means the number of usable cores. Isolates are reused, so
@@ -393,56 +462,10 @@ class Pool(Executor):
         kwargs_item = shareable_item(encode(kwargs, "kwargs")) if kwargs else _NO_KWARGS
         return (PLAIN, (fn_bytes, args_item, kwargs_item))
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task:
-        """Queue ``fn(*args, **kwargs)`` at regular priority (the Executor API)."""
-        return self.execute(fn, args, kwargs)
-
-    async def run_async(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` on the pool and await its result."""
-        return await self.submit(fn, *args, **kwargs)
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int = 1,
-    ) -> Iterator[Any]:
-        """``Executor.map``: results in order, each call's exception at its place.
-
-        Calls travel in batches of ``chunksize``; with ``chunksize=1`` the
-        pool picks a batch size itself (up to 32 calls, and at least four
-        batches per isolate), because a task per call would be dominated by
-        dispatch. Either way an exception belongs to its own call: the calls
-        before it still yield their results.
-
-        Raises:
-            TimeoutError: a result was not ready ``timeout`` seconds after the call.
-        """
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        calls = list(zip(*iterables, strict=False))
-        if chunksize == 1:
-            chunksize = max(1, min(MAP_BATCH, len(calls) // (self.size * 4)))
-        tasks = [
-            self.submit(_run_batch, fn, calls[i : i + chunksize])
-            for i in range(0, len(calls), chunksize)
-        ]
-        return self._map_results(tasks, deadline)
-
-    @staticmethod
-    def _map_results(tasks: list[Task], deadline: float | None) -> Iterator[Any]:
-        try:
-            for task in tasks:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                for status, value in task.result(remaining):
-                    if status == "err":
-                        raise decode_exception(value)
-                    yield value
-        finally:
-            for task in tasks:
-                task.cancel()
+    def _batch_size(self, chunksize: int, calls: int) -> int:
+        if chunksize > 1:
+            return chunksize
+        return max(1, min(MAP_BATCH, calls // (self.size * 4)))
 
     def _forget_queued(self, task: Task) -> None:
         with self._lock:

@@ -19,19 +19,17 @@ imports Dask.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from concurrent.futures import Executor
 
 from distributed import WorkerPlugin, get_worker
 from distributed.client import Client
 
 from ._exceptions import BrokenIsolateError
-from ._pool import Pool, PoolStats, Priority, Task, _run_batch
+from ._pool import Pool, PoolStats, Priority, Task, _ExecutorFace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
 __all__ = ("ClusterPool",)
@@ -128,7 +126,7 @@ class ClusterTask(Task):
         return super(Task, self).cancel()
 
 
-class ClusterPool(Executor):
+class ClusterPool(_ExecutorFace):
     """The ``subiso.Pool`` surface over a ``dask.distributed.Client``.
 
     ``isolates_per_worker=None`` sizes each worker's pool to its usable cores.
@@ -228,34 +226,6 @@ class ClusterPool(Executor):
         if task._dask is not None:
             self._client.cancel(task._dask)  # type: ignore[no-untyped-call]
         self._client.run(_cancel_on_worker, task.key, on_error="ignore")
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ClusterTask:
-        return self.execute(fn, args, kwargs)
-
-    async def run_async(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return await self.submit(fn, *args, **kwargs)
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int = 1,
-    ) -> Iterator[Any]:
-        """``Executor.map`` over the cluster; calls travel ``chunksize`` at a time.
-
-        Raises:
-            TimeoutError: a result was not ready ``timeout`` seconds after the call.
-        """
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        calls = list(zip(*iterables, strict=False))
-        tasks = [
-            self.submit(_run_batch, fn, calls[i : i + chunksize])
-            for i in range(0, len(calls), chunksize)
-        ]
-        return Pool._map_results(tasks, deadline)  # type: ignore[arg-type]
 
     def stats(self) -> PoolStats:
         """Summed over the workers' pools; queued counts tasks not yet finished."""
