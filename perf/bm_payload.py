@@ -38,26 +38,10 @@ def graph(size: int) -> list[dict[str, object]]:
     return [{"id": i, "blob": bytearray(1024)} for i in range(max(1, size // 1024))]
 
 
-def _echo(port):
-    import subiso
-
-    inbox = subiso.ReceivePort()
-    port.send(inbox.send_port)
-    for message in inbox:
-        if message is None:
-            inbox.close()
-            return
-        if isinstance(message, subiso.TransferableBuffer):
-            view = message.materialize()
-            message = subiso.TransferableBuffer(view)  # a new one goes back
-            view.release()
-        port.send(message)
-
-
 class _Echo:
     def __enter__(self):
         self.port = subiso.ReceivePort()
-        self.iso = subiso.Isolate.spawn(_echo, self.port.send_port)
+        self.iso = subiso.Isolate.spawn(tasks.echo_isolate, self.port.send_port)
         self.inbox = self.port.receive(timeout=60)
         return self
 

@@ -9,30 +9,23 @@ Value: seconds per round trip (an int message).
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import time
+from pathlib import Path
 
 import pyperf
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tasks
 
 import subiso
 
 MESSAGE = 12345
 
 
-def _echo_isolate(port):
-    import subiso
-
-    inbox = subiso.ReceivePort()
-    port.send(inbox.send_port)
-    for message in inbox:
-        if message is None:
-            inbox.close()
-            return
-        port.send(message)
-
-
 def bench_subiso(loops: int) -> float:
     with subiso.ReceivePort() as port:
-        iso = subiso.Isolate.spawn(_echo_isolate, port.send_port)
+        iso = subiso.Isolate.spawn(tasks.echo_isolate, port.send_port)
         inbox = port.receive(timeout=60)
         for _ in range(100):
             inbox.send(MESSAGE)

@@ -22,3 +22,23 @@ def cpu(n: int = CPU_N) -> int:
 
 def echo(data: bytes) -> bytes:
     return data
+
+
+def echo_isolate(port) -> None:
+    """Isolate entry: hand back an inbox, then echo every message until None.
+
+    A TransferableBuffer goes back as a new one (a buffer is used once).
+    """
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    for message in inbox:
+        if message is None:
+            inbox.close()
+            return
+        if isinstance(message, subiso.TransferableBuffer):
+            view = message.materialize()
+            message = subiso.TransferableBuffer(view)
+            view.release()
+        port.send(message)
