@@ -517,7 +517,11 @@ class _Dispatcher:
         fds = [self._rfd] + [port._rfd for port in ports]
         if _Local.interrupt_fd >= 0:
             fds.append(_Local.interrupt_fd)
-        for port in ports:  # messages may be waiting from before the handler was set
+        # Messages may be waiting from before the handler was set; but while
+        # the isolate is paused they stay waiting, and looking again at once
+        # would spin.
+        may_dispatch = _Local.before_event is None or _Local.before_event()
+        for port in ports if may_dispatch else ():
             if port._handler is not None and _backend.queue_count(port._qid):
                 fds = []
                 break
