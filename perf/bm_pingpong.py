@@ -75,8 +75,6 @@ inq, outq = queues.Queue({to_worker.id}), queues.Queue({from_worker.id})
 while (m := inq.get()) is not None:
     outq.put(m)
 """
-    thread = interp.call_in_thread(lambda: None)
-    thread.join()
     import threading
 
     runner = threading.Thread(target=interp.exec, args=(code,))
