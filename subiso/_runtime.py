@@ -117,15 +117,21 @@ class Runtime:
         _Local.report_error = self.report_error
         _Local.before_event = self.before_event
         _Local.keepalive_changed = self._wake_loop
-        self.lock = _thread.allocate_lock()
         self.job_ready = _thread.allocate_lock()
         self.job_ready.acquire()
         self.job: Any = None
         self.thread_id = _thread.get_ident()
         self.killed = False
         self.exiting = False
-        self.in_user_code = False
-        self.injected = False
+        # The right to raise IsolateKilled into this isolate's thread: one
+        # item while user code runs there. Whoever pops it (the control
+        # thread to raise, the isolate's thread on leaving) owns the
+        # decision; list.pop is atomic, so no lock is held across a point
+        # where the raised exception could land (see _enter_user_code).
+        self.may_inject: list[int] = []
+        self.injected = _thread.allocate_lock()  # released once the raise is set
+        self.injected.acquire()
+        self.inject_done = False
         self.paused: dict[object, int] = {}  # by the capability that paused
         self.errors_fatal = True
         self.exit_listeners: list[tuple[SendPort, object]] = []
@@ -171,13 +177,9 @@ class Runtime:
             else:
                 self._later(lambda: port.send(response))
         elif kind == "pause":
-            _, capability = request
-            with self.lock:
-                self.paused[capability] = 1
+            self.paused[request[1]] = 1
         elif kind == "resume":
-            _, capability = request
-            with self.lock:
-                self.paused.pop(capability, None)
+            self.paused.pop(request[1], None)
             self._wake_loop()
         elif kind == "add_exit":
             _, port, response = request
@@ -201,21 +203,61 @@ class Runtime:
         if self.job_ready.locked() and self.job is None:
             self.job_ready.release()  # a spare, killed before it had work
         self.exiting = True
-        if priority == IMMEDIATE:
-            self.killed = True
-            _backend.wake(self.interrupt[1])
-            with self.lock:
-                if self.in_user_code:
-                    self._inject()
+        if priority == IMMEDIATE and not self.killed:
+            self.killed = True  # before taking the right: see _enter_user_code
+            _backend.wake(self.interrupt[1])  # a wait on a port ends now
+            # On the isolate's own thread (a request drained before an
+            # event) the loop raises next; from the control thread, a busy
+            # loop in user code ends at its next bytecode check.
+            if _thread.get_ident() != self.thread_id and self._take_right():
+                self._inject()
         self._wake_loop()
 
-    def _inject(self) -> None:
-        import ctypes
+    def _take_right(self) -> bool:
+        try:
+            self.may_inject.pop()
+        except IndexError:
+            return False  # not in user code: the runtime sees `killed` itself
+        return True
 
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(self.thread_id), ctypes.py_object(IsolateKilled)
-        )
-        self.injected = True
+    def _inject(self) -> None:
+        """Raise IsolateKilled in the isolate's thread; at most once (only the
+        control thread calls this, and only for the first kill)."""
+        try:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.thread_id), ctypes.py_object(IsolateKilled)
+            )
+        finally:
+            self.inject_done = True
+            self.injected.release()
+
+    # An exception raised into a thread lands at any bytecode check, also
+    # inside `with lock:` just after the acquire (which then never releases).
+    # So entering and leaving user code takes no lock: the isolate's thread
+    # publishes the right to raise before it looks at `killed`, and the
+    # control thread sets `killed` before it takes that right. Under the GIL
+    # one of them sees the other, and exactly one raise can be pending.
+
+    def _enter_user_code(self) -> None:
+        self.may_inject.append(1)
+        if self.killed:
+            self._leave_user_code()
+            raise IsolateKilled
+
+    def _leave_user_code(self) -> None:
+        """Take back the right to raise; if the control thread took it first,
+        wait until its raise is set and withdraw it (or let it land here)."""
+        try:
+            self.may_inject.pop()
+        except IndexError:
+            if not self.inject_done:
+                self.injected.acquire()  # the raise may land right after this
+                self.injected.release()
+            ctypes = sys.modules.get("ctypes")
+            if ctypes is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
 
     def _on_interrupt(self) -> None:
         if self.killed and _thread.get_ident() == self.thread_id:
@@ -276,18 +318,14 @@ class Runtime:
     # -- running user code ----------------------------------------------------
 
     def call_user(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        with self.lock:
-            if self.killed:
-                raise IsolateKilled
-            self.in_user_code = True
+        self._enter_user_code()
         try:
             result = fn(*args, **kwargs)
             if _is_awaitable(result):
                 result = self.run_async(result)
             return result
         finally:
-            with self.lock:
-                self.in_user_code = False
+            self._leave_user_code()
 
     def run_async(self, awaitable: Any) -> Any:
         import asyncio
@@ -308,15 +346,11 @@ class Runtime:
         while not self.exiting and _Local.keepalive > 0:
             while self.later:
                 self.call_user(self.later.pop(0))
-            with self.lock:
-                if self.killed:
-                    raise IsolateKilled
-                self.in_user_code = True
+            self._enter_user_code()
             try:
                 dispatcher.run_once(None)
             finally:
-                with self.lock:
-                    self.in_user_code = False
+                self._leave_user_code()
 
     async def serve_async(self) -> None:
         """The asyncio face of ``serve``: wait until no port keeps us alive."""
@@ -460,17 +494,13 @@ def _life(runtime: Runtime) -> None:
 
 
 def _teardown(runtime: Runtime, control: Any) -> None:
-    with runtime.lock:
-        runtime.exiting = True
-        runtime.in_user_code = False
-        if runtime.injected:
-            import ctypes
-
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runtime.thread_id), None)
-    # An exception injected just before the lock was taken may still surface
-    # anywhere below; each step tolerates it by being repeated until done.
+    runtime.exiting = True
+    # A raise set before user code was left may still land in the first
+    # steps below; each step tolerates it by being repeated until done.
     while True:
         try:
+            if runtime.may_inject:
+                runtime.may_inject.pop()  # user code left by a raise: withdraw the right
             _ports.close_all_ports()
             _refuse_pending_starts(runtime)
             _backend.queue_destroy(runtime.ctl_qid)

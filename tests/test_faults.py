@@ -39,6 +39,19 @@ def test_killed_while_receiving():
         inbox.send("dropped")  # the port is gone: dropped silently
 
 
+@pytest.mark.parametrize("entry", [helpers.receive_forever, helpers.echo_entry, helpers.busy_entry])
+def test_every_kill_ends_the_isolate(entry):
+    """The kill wakes a blocked receive and also raises into the thread: both
+    land, in either order, and neither may strand the isolate (the raise
+    used to surface inside the runtime's own bookkeeping and wedge it)."""
+    for _ in range(25):
+        with subiso.ReceivePort() as port:
+            iso = subiso.Isolate.spawn(entry, port.send_port)
+            port.receive(timeout=T)
+            iso.kill()
+            assert iso.join(T)
+
+
 def test_keyboard_interrupt_during_run_kills_the_isolate():
     with subiso.ReceivePort() as port:
         started = threading.Event()
