@@ -1,15 +1,23 @@
 # make test   - create .venv with Python >= 3.13 (found here), install, run the suite
 # make bench  - same venv, run the comparison in perf/ (results in perf/results/)
 # make test-all - the suite with the slow soaks
+# make matrix - the whole suite on Debian's CPython 3.13, 3.14 and 3.15 (root needed)
+# make bench PY=3.14 - the benchmark on one of those instead (results copied back)
 
 VENV := .venv
+# `make bench PY=3.14` runs on Debian's 3.14 (see .ci/matrix); PY is
+# otherwise this venv's interpreter.
+ifneq ($(filter 3.%,$(PY)),)
+PY_VERSION := $(PY)
+override PY := $(VENV)/bin/python
+endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Editable installs are compiled once; a fresh isolate would otherwise
 # recompile the package from source at every start.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test test-all bench lint clean compile
+.PHONY: test test-all bench lint clean compile matrix
 
 $(STAMP): pyproject.toml
 	@set -e; \
@@ -29,8 +37,16 @@ test: $(STAMP) compile
 test-all: $(STAMP) compile
 	$(PY) -m pytest -q
 
+ifeq ($(PY_VERSION),)
 bench: $(STAMP) compile
 	$(PY) perf/run.py $(if $(FULL),--full,)
+else
+bench:
+	bash .ci/matrix bench $(PY_VERSION) $(if $(FULL),--full,)
+endif
+
+matrix:
+	bash .ci/matrix test
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff mypy
