@@ -10,7 +10,7 @@ The tree::
         ├── PortClosedError           receive on a port that *you* closed
         ├── BrokenIsolateError        the *other side* died while a caller waited on it
         └── SubinterpreterImportError (also ImportError) an extension module refused
-                                      to load in an isolated interpreter
+                                      to load in this isolate
 
 "Closed" and "broken" are kept apart on purpose: a closed port is an orderly
 end that the owner chose; a broken isolate is a failure somebody else caused.
@@ -85,11 +85,14 @@ class BrokenIsolateError(IsolateError):
 
 
 class SubinterpreterImportError(ImportError, IsolateError):
-    """An extension module refused to load in an isolated subinterpreter.
+    """An extension module refused to load in this isolate.
 
-    CPython raises a plain ImportError ("module X does not support loading in
-    subinterpreters"); subiso re-raises it as this subclass, whose message
-    names the module and the way out.
+    CPython raises a plain ImportError, worded by version and module:
+    "module X does not support loading in subinterpreters" (the module
+    refuses isolated interpreters; every version), or "module 'X' can only
+    be loaded once per process" (3.14+: the module lives in one interpreter
+    only, and another one loaded it first). subiso re-raises it as this
+    subclass, whose message names the module and the way out.
     """
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -100,21 +103,35 @@ def _subinterpreter_import_error(message: str, name: str | None) -> Subinterpret
     return SubinterpreterImportError(message, name=name)
 
 
-_REFUSAL = "does not support loading in subinterpreters"
+# CPython's refusals ("module X <words>"), each with what to do about it.
+_REFUSALS = (
+    (
+        "does not support loading in subinterpreters",
+        "isolated interpreters refuse it: run this work with isolation='legacy', "
+        "a subinterpreter that shares the main GIL, or keep the module in the main "
+        "interpreter and call it there through subiso.host",
+    ),
+    (
+        "can only be loaded once per process",
+        "it lives in one interpreter of the process only and another one loaded "
+        "it first, so isolation='legacy' does not help: import it in the main "
+        "interpreter alone and call it there through subiso.host",
+    ),
+)
 
 
 def explain_import_refusal(error: BaseException) -> BaseException:
     """Turn CPython's refusal to load a module into an error that says what to do."""
     if not isinstance(error, ImportError) or isinstance(error, SubinterpreterImportError):
         return error
-    if _REFUSAL not in str(error):
-        return error
-    explained = SubinterpreterImportError(
-        f"{error} (isolated interpreters refuse it): run this work with "
-        "isolation='legacy', a subinterpreter that shares the main GIL, "
-        "or keep the module in the main interpreter and call it there "
-        "through subiso.host",
-        name=error.name,
-    )
-    explained.__traceback__ = error.__traceback__
-    return explained
+    text = str(error)
+    for words, advice in _REFUSALS:
+        if words in text:
+            named = text.partition(words)[0].split()  # ["module", "'X'"]
+            module = named[-1].strip("'\"") if len(named) >= 2 else None
+            explained = SubinterpreterImportError(
+                f"{text} ({advice})", name=error.name or module
+            )
+            explained.__traceback__ = error.__traceback__
+            return explained
+    return error

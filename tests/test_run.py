@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import helpers
 import pytest
 
 import subiso
+from subiso._exceptions import SubinterpreterImportError, explain_import_refusal
 
 
 def test_run_returns_the_value():
@@ -128,3 +130,29 @@ def test_module_that_refuses_isolated_interpreters():
     assert "_testsinglephase" in str(info.value)
     assert isinstance(info.value, subiso.IsolateError)
     assert subiso.Isolate.run(lambda: bool(__import__("_testsinglephase")), isolation="legacy")
+
+
+@pytest.mark.parametrize(
+    ("message", "module", "advice"),
+    [
+        ("module _curses does not support loading in subinterpreters", "_curses", "legacy"),
+        ("module 'curses' can only be loaded once per process", "curses", "subiso.host"),
+    ],
+)
+def test_every_wording_of_a_refusal_is_explained(message, module, advice):
+    explained = explain_import_refusal(ImportError(message))
+    assert isinstance(explained, SubinterpreterImportError)
+    assert explained.name == module
+    assert advice in str(explained)
+    plain = ImportError("No module named 'nothing_here'")
+    assert explain_import_refusal(plain) is plain
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 14), reason="3.13's _curses loads in any number of legacy interpreters"
+)
+def test_module_loaded_once_per_process():
+    pytest.importorskip("curses")  # loaded here first, in the main interpreter
+    with pytest.raises(SubinterpreterImportError, match="subiso.host") as info:
+        subiso.Isolate.run(lambda: bool(__import__("curses")), isolation="legacy")
+    assert info.value.name == "curses"
