@@ -98,7 +98,7 @@ class _Hub:
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
         self.thread.start()
         threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
-        if hasattr(os, "register_at_fork"):
+        if _backend.FORK_KILLS_CHILD and hasattr(os, "register_at_fork"):
             os.register_at_fork(before=_warn_before_fork)
 
     # -- starting isolates ----------------------------------------------------

@@ -94,10 +94,15 @@ def _cancel_on_worker(key: str, dask_worker: Any = None) -> bool:
     return True
 
 
-def _profiler_enabled() -> bool:
+def _sampler_would_crash() -> bool:
+    """On a worker: Dask's profiler is on, and its sys._current_frames()
+    crashes this CPython while isolates run."""
     import dask
 
-    return bool(dask.config.get("distributed.worker.profile.enabled"))
+    from . import _backend
+
+    enabled = dask.config.get("distributed.worker.profile.enabled")
+    return bool(enabled) and _backend.CURRENT_FRAMES_CRASHES
 
 
 def _stats_on_worker(dask_worker: Any = None) -> dict[str, int]:
@@ -143,14 +148,13 @@ class ClusterPool(_ExecutorFace):
     ) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"expected a dask.distributed.Client, not {type(client).__name__}")
-        profiling = [
-            address for address, enabled in client.run(_profiler_enabled).items() if enabled
-        ]
-        if profiling:
+        unsafe = [address for address, bad in client.run(_sampler_would_crash).items() if bad]
+        if unsafe:
             raise RuntimeError(
                 "Dask's statistical profiler is on in workers "
-                f"{', '.join(sorted(profiling))}: it calls sys._current_frames(), which "
-                "crashes CPython 3.13 while isolates run. Start the cluster with "
+                f"{', '.join(sorted(unsafe))}: it calls sys._current_frames(), which "
+                "crashes their CPython (3.13 before 3.13.18) while isolates run. "
+                "Start the cluster with "
                 "dask.config.set({'distributed.worker.profile.enabled': False}) "
                 "(or DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False)."
             )

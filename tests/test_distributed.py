@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import helpers
@@ -25,7 +26,7 @@ def client():
     import dask
 
     # Dask's profiler samples sys._current_frames(), which crashes CPython
-    # 3.13 while isolates run (README); a task whose worker dies is not retried.
+    # 3.13.0 while isolates run (README); a task whose worker dies is not retried.
     settings = {
         "distributed.worker.profile.enabled": False,
         "distributed.scheduler.allowed-failures": 0,
@@ -37,7 +38,7 @@ def client():
             threads_per_worker=2,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: 8787 may be taken
             worker_dashboard_address=None,
         ) as cluster,
         distributed.Client(cluster) as client,
@@ -58,6 +59,25 @@ def test_results_and_where_tasks_ran(pool):
     pid, interpreter = pool.submit(helpers.where).result(timeout=T)
     assert pid != os.getpid(), "ran in this process, not a Dask worker"
     assert interpreter != 0, "ran in the main interpreter, not an isolate"
+
+
+def test_map_buffersize_reads_an_endless_input_lazily(pool):
+    pulled = []
+
+    def counting():
+        for i in itertools.count():
+            pulled.append(i)
+            yield i
+
+    results = pool.map(helpers.square, counting(), buffersize=2)
+    assert pulled == [0, 1]
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    assert len(pulled) == 7
+    results.close()
+    chunked = pool.map(helpers.square, range(10), chunksize=3, buffersize=2)
+    assert list(chunked) == [i * i for i in range(10)]
+    with pytest.raises(ValueError, match=r"^buffersize must be None or > 0$"):
+        pool.map(helpers.square, range(3), buffersize=0)
 
 
 def test_errors_come_back_as_themselves(pool):
@@ -110,13 +130,36 @@ def test_cancel_a_running_task_kills_its_isolate(pool, client):
     assert pool.stats().replaced >= 1
 
 
-def test_profiler_on_is_refused(client):
-    # the module's cluster runs without it; a client-side check names the problem
-    assert not any(
-        client.run(
-            lambda: __import__("dask").config.get("distributed.worker.profile.enabled")
-        ).values()
-    )
+def test_dask_profiler_is_refused_only_where_it_crashes():
+    import dask
+
+    from subiso import _backend
+
+    settings = {
+        "distributed.worker.profile.enabled": True,  # Dask's default
+        "distributed.worker.profile.interval": "1ms",  # sample often
+        "distributed.scheduler.allowed-failures": 0,
+    }
+    with (
+        dask.config.set(settings),
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",  # any free port: 8787 may be taken
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        if _backend.CURRENT_FRAMES_CRASHES:  # the workers run this same Python
+            with pytest.raises(RuntimeError, match="profiler"):
+                ClusterPool(client)
+            return
+        with ClusterPool(client, isolates_per_worker=2) as pool:
+            # Isolates compute while the sampler walks every thread's frames.
+            n = 300_000
+            assert list(pool.map(helpers.busy_sum, [n] * 16)) == [n * (n - 1) // 2] * 16
 
 
 def test_a_dead_worker_fails_the_task_clearly(pool):
