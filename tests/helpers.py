@@ -326,3 +326,11 @@ def exit_process():
     import os
 
     os._exit(3)
+
+
+def busy_sum(n):
+    """Pure-Python work: the isolate's thread stays in the eval loop."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
