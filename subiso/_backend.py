@@ -44,12 +44,17 @@ LEAKS_PER_INTERPRETER: Final = sys.version_info < (3, 14)
 FORK_KILLS_CHILD: Final = True
 
 if sys.version_info >= (3, 14):
+    # Queues are made with the stdlib's public API; messages go through
+    # _interpqueues directly, the module under it: on the hottest path,
+    # Queue.put_nowait/get_nowait would add a Python frame and an unbound-
+    # item check per message, and ports already know what they put.
     import _interpqueues
-    from concurrent.interpreters import _queues as _stdlib_queues
+    from concurrent import interpreters as _stdlib_interpreters
+    from concurrent.interpreters import _queues  # UNBOUND_REMOVE is not re-exported
 
     def queue_create() -> int:
         """Create a queue; items left by a destroyed interpreter vanish."""
-        queue = _stdlib_queues.create(unbounditems=_stdlib_queues.UNBOUND_REMOVE)
+        queue = _stdlib_interpreters.create_queue(unbounditems=_queues.UNBOUND_REMOVE)
         qid: int = queue.id
         _interpqueues.bind(qid)  # our own reference: the queue lives until queue_destroy
         return qid
@@ -67,7 +72,7 @@ if sys.version_info >= (3, 14):
             return EMPTY
         return EMPTY if unbound is not None else item
 
-    _EmptyError: type[BaseException] = _stdlib_queues.QueueEmpty
+    _EmptyError: type[BaseException] = _stdlib_interpreters.QueueEmpty
 
 else:
     import _interpqueues
@@ -168,47 +173,93 @@ def queue_exists(qid: int) -> bool:
 
 
 # -- interpreters -------------------------------------------------------------
+#
+# An interpreter is known by a handle: the stdlib's ``Interpreter`` on 3.14+,
+# its id on 3.13. Only this module looks inside.
 
 ISOLATIONS = ("isolated", "legacy")
 
 
-def interpreter_create(isolation: str) -> int:
-    """Create an interpreter: ``"isolated"`` (own GIL) or ``"legacy"`` (shares the main GIL)."""
+def _check_isolation(isolation: str) -> None:
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation must be 'isolated' or 'legacy', not {isolation!r}")
-    config = _interpreters.new_config(isolation)  # type: ignore[arg-type]
-    iid: int = _interpreters.create(config)
-    return iid
 
 
-def interpreter_destroy(iid: int) -> None:
-    try:
-        _interpreters.destroy(iid)
-    except InterpreterError:
-        pass
+if sys.version_info >= (3, 14):
+    _stdlib = _stdlib_interpreters
 
+    def interpreter_create(isolation: str) -> object:
+        """Create an interpreter: ``"isolated"`` (own GIL) or ``"legacy"`` (shares the main GIL)."""
+        _check_isolation(isolation)
+        if isolation == "isolated":
+            return _stdlib.create()
+        # The stdlib creates isolated interpreters only; a legacy one is made
+        # the same way with the other configuration, then handled alike.
+        iid = _interpreters.create(_interpreters.new_config("legacy"), reqrefs=True)
+        return _stdlib.Interpreter(iid, _ownsref=True)  # type: ignore[call-arg]
 
-def interpreter_exec(iid: int, code: str) -> str | None:
-    """Run ``code`` in the interpreter's ``__main__`` on this thread.
+    def interpreter_destroy(interp: object) -> None:
+        try:
+            interp.close()  # type: ignore[attr-defined]
+        except InterpreterError:
+            pass
 
-    Returns None, or the formatted error when the code raised.
-    """
-    excinfo = _interpreters.exec(iid, code)
-    if excinfo is None:
+    def interpreter_exec(interp: object, code: str) -> str | None:
+        """Run ``code`` in the interpreter's ``__main__`` on this thread.
+
+        Returns None, or the formatted error when the code raised.
+        """
+        try:
+            interp.exec(code)  # type: ignore[attr-defined]
+        except _stdlib.ExecutionFailed as failed:
+            return str(failed.excinfo.formatted or failed)
         return None
-    text = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", None)
-    return str(text or excinfo)
 
+    def interpreter_set_main(interp: object, attrs: dict[str, object]) -> None:
+        """Bind shareable values in the interpreter's ``__main__``."""
+        interp.prepare_main(attrs)  # type: ignore[attr-defined]
 
-def interpreter_set_main(iid: int, attrs: dict[str, object]) -> None:
-    """Bind shareable values in the interpreter's ``__main__``.
+    def interpreter_ids() -> list[int]:
+        return [interp.id for interp in _stdlib.list_all()]
 
-    Every value is checked first: a non-shareable one crashes 3.13.0.
-    """
-    for name, value in attrs.items():
-        if not _interpreters.is_shareable(value):
-            raise TypeError(f"{name}={value!r} is not shareable")
-    _interpreters.set___main___attrs(iid, attrs)
+else:
+
+    def interpreter_create(isolation: str) -> object:
+        """Create an interpreter: ``"isolated"`` (own GIL) or ``"legacy"`` (shares the main GIL)."""
+        _check_isolation(isolation)
+        config = _interpreters.new_config(isolation)  # type: ignore[arg-type]
+        iid: int = _interpreters.create(config)
+        return iid
+
+    def interpreter_destroy(interp: object) -> None:
+        try:
+            _interpreters.destroy(interp)  # type: ignore[arg-type]
+        except InterpreterError:
+            pass
+
+    def interpreter_exec(interp: object, code: str) -> str | None:
+        """Run ``code`` in the interpreter's ``__main__`` on this thread.
+
+        Returns None, or the formatted error when the code raised.
+        """
+        excinfo = _interpreters.exec(interp, code)  # type: ignore[arg-type]
+        if excinfo is None:
+            return None
+        text = getattr(excinfo, "formatted", None) or getattr(excinfo, "msg", None)
+        return str(text or excinfo)
+
+    def interpreter_set_main(interp: object, attrs: dict[str, object]) -> None:
+        """Bind shareable values in the interpreter's ``__main__``.
+
+        Every value is checked first: a non-shareable one crashes 3.13.0.
+        """
+        for name, value in attrs.items():
+            if not _interpreters.is_shareable(value):
+                raise TypeError(f"{name}={value!r} is not shareable")
+        _interpreters.set___main___attrs(interp, attrs)  # type: ignore[arg-type]
+
+    def interpreter_ids() -> list[int]:
+        return [entry[0] for entry in _interpreters.list_all()]
 
 
 def current_interpreter_id() -> int:
@@ -219,10 +270,6 @@ def current_interpreter_id() -> int:
 def main_interpreter_id() -> int:
     iid: int = _interpreters.get_main()[0]
     return iid
-
-
-def interpreter_ids() -> list[int]:
-    return [entry[0] for entry in _interpreters.list_all()]
 
 
 # -- wake-up fds --------------------------------------------------------------

@@ -129,9 +129,7 @@ def explain_import_refusal(error: BaseException) -> BaseException:
         if words in text:
             named = text.partition(words)[0].split()  # ["module", "'X'"]
             module = named[-1].strip("'\"") if len(named) >= 2 else None
-            explained = SubinterpreterImportError(
-                f"{text} ({advice})", name=error.name or module
-            )
+            explained = SubinterpreterImportError(f"{text} ({advice})", name=error.name or module)
             explained.__traceback__ = error.__traceback__
             return explained
     return error

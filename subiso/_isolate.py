@@ -76,7 +76,7 @@ class _Booted:
         self.report_qid = _backend.queue_create()
         self.interrupt = _backend.waker_new()
         self.control = SendPort(self.ctl_qid, self.ctl_waker[1])
-        self.iid = -1
+        self.interp: object = None  # the interpreter, once created
         self.thread: threading.Thread | None = None
 
 
@@ -87,7 +87,7 @@ class _Hub:
         self.spares: deque[_Booted] = deque()  # warm, waiting for work
         self.warming: deque[_Booted] = deque()  # spares still starting up
         self.live: dict[int, _Booted] = {}  # by control queue id, spares included
-        self.zombies: list[tuple[int, tuple[int, ...]]] = []
+        self.zombies: list[tuple[object, tuple[int, ...]]] = []
         self.destroying = 0
         self.closing = False
         self.queue = _backend.queue_create()
@@ -145,12 +145,12 @@ class _Hub:
     def _runner(self, booted: _Booted) -> None:
         error = None
         try:
-            booted.iid = _backend.interpreter_create(booted.isolation)
+            booted.interp = _backend.interpreter_create(booted.isolation)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             _backend.interpreter_set_main(
-                booted.iid,
+                booted.interp,
                 {
                     "_subiso_path": tuple(sys.path),
                     "_subiso_argv": tuple(sys.argv),
@@ -167,7 +167,7 @@ class _Hub:
                     ),
                 },
             )
-            error = _backend.interpreter_exec(booted.iid, BOOTSTRAP)
+            error = _backend.interpreter_exec(booted.interp, BOOTSTRAP)
         self._finish(booted, error)
 
     def _finish(self, booted: _Booted, error: str | None) -> None:
@@ -187,8 +187,8 @@ class _Hub:
             for waiting in (self.spares, self.warming):
                 if booted in waiting:
                     waiting.remove(booted)
-            if booted.iid >= 0:
-                self.zombies.append((booted.iid, sent_to))
+            if booted.interp is not None:
+                self.zombies.append((booted.interp, sent_to))
                 _backend.queue_put(self.zombie_qid, 0)
         self._reap()
 
@@ -219,8 +219,8 @@ class _Hub:
                 self.zombies.remove(zombie)
                 _backend.queue_get(self.zombie_qid)
             self.destroying += len(ready)
-        for iid, _ in ready:
-            _backend.interpreter_destroy(iid)
+        for interp, _ in ready:
+            _backend.interpreter_destroy(interp)
         with self.lock:
             self.destroying -= len(ready)
             self.changed.notify_all()
@@ -290,8 +290,8 @@ class _Hub:
         _backend.wake(self.wfd)
         with self.lock:
             zombies, self.zombies = self.zombies, []
-        for iid, _ in zombies:
-            _backend.interpreter_destroy(iid)
+        for interp, _ in zombies:
+            _backend.interpreter_destroy(interp)
 
 
 FORK_WARNING = (

@@ -30,7 +30,7 @@ def _hub_state() -> str:
     hub = _isolate._hub
     if hub is None:
         return "no hub"
-    zombies = [(iid, [(q, _backend.queue_count(q)) for q in qs]) for iid, qs in hub.zombies]
+    zombies = [(i, [(q, _backend.queue_count(q)) for q in qs]) for i, qs in hub.zombies]
     return (
         f"live={len(hub.live)} spares={len(hub.spares)} warming={len(hub.warming)} "
         f"destroying={hub.destroying} zombies={zombies} "

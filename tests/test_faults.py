@@ -137,9 +137,9 @@ def _raw_interpreter_growth(count: int) -> float:
     code = "import _pickle, _thread, select, marshal"
     before = _rss_mib()
     for _ in range(count):
-        iid = _backend.interpreter_create("isolated")
-        _backend.interpreter_exec(iid, code)
-        _backend.interpreter_destroy(iid)
+        interp = _backend.interpreter_create("isolated")
+        _backend.interpreter_exec(interp, code)
+        _backend.interpreter_destroy(interp)
     return (_rss_mib() - before) / count
 
 

@@ -153,6 +153,6 @@ def test_every_wording_of_a_refusal_is_explained(message, module, advice):
 )
 def test_module_loaded_once_per_process():
     pytest.importorskip("curses")  # loaded here first, in the main interpreter
-    with pytest.raises(SubinterpreterImportError, match="subiso.host") as info:
+    with pytest.raises(SubinterpreterImportError, match=r"subiso\.host") as info:
         subiso.Isolate.run(lambda: bool(__import__("curses")), isolation="legacy")
     assert info.value.name == "curses"
