@@ -1,8 +1,10 @@
 """Port ping-pong: one message there and back between two parallel workers.
 
 subiso: main isolate <-> a spawned isolate echoing on ports.
-Peers, same run: multiprocessing Pipe to a forkserver process; the
-backport's cross-interpreter Queue (which polls with a 10 ms sleep).
+Peers, same run: multiprocessing Pipe to a forkserver process; a
+cross-interpreter ``interpreters.Queue`` to an interpreter echoing on another
+(the stdlib's on 3.14+, the backport's on 3.13, see peers.py; both poll with
+a 10 ms sleep).
 Value: seconds per round trip (an int message).
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
+import peers
 import tasks
 
 import subiso
@@ -63,33 +66,15 @@ def bench_pipe(loops: int) -> float:
     return elapsed
 
 
-def bench_backport_queue(loops: int) -> float:
-    from interpreters_backport import interpreters
-    from interpreters_backport.interpreters import queues
-
-    to_worker, from_worker = queues.create(), queues.create()
-    interp = interpreters.create()
-    code = f"""
-from interpreters_backport.interpreters import queues
-inq, outq = queues.Queue({to_worker.id}), queues.Queue({from_worker.id})
-while (m := inq.get()) is not None:
-    outq.put(m)
-"""
-    import threading
-
-    runner = threading.Thread(target=interp.exec, args=(code,))
-    runner.start()
-    to_worker.put(MESSAGE)
-    from_worker.get()
-    start = time.perf_counter()
-    for _ in range(loops):
-        to_worker.put(MESSAGE)
-        from_worker.get()
-    elapsed = time.perf_counter() - start
-    to_worker.put(None)
-    runner.join()
-    interp.close()
-    return elapsed
+def bench_interpreter_queue(loops: int) -> float:
+    with peers.QueueEcho() as echo:
+        echo.to_worker.put(MESSAGE)
+        echo.from_worker.get()
+        start = time.perf_counter()
+        for _ in range(loops):
+            echo.to_worker.put(MESSAGE)
+            echo.from_worker.get()
+        return time.perf_counter() - start
 
 
 if __name__ == "__main__":
@@ -98,4 +83,4 @@ if __name__ == "__main__":
     runner.metadata["message"] = repr(MESSAGE)
     runner.bench_time_func("pingpong subiso port", bench_subiso)
     runner.bench_time_func("pingpong mp Pipe (forkserver)", bench_pipe)
-    runner.bench_time_func("pingpong backport Queue", bench_backport_queue, inner_loops=1)
+    runner.bench_time_func(f"pingpong {peers.INTERPRETER_QUEUE}", bench_interpreter_queue)

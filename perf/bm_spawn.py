@@ -4,18 +4,24 @@ subiso: ``subiso.run`` of a trivial function, with calls 20 ms apart
 (latency; pre-warmed spares make these cheap) and back to back (a fresh
 interpreter for every call); ``Isolate.spawn`` until the first message.
 Peers, same run: a multiprocessing Process started and joined (forkserver,
-spawn); a ProcessPoolExecutor's first task (cold start, forkserver); the
-backport's InterpreterPoolExecutor's first task.
+spawn); a ProcessPoolExecutor's first task (cold start, forkserver); an
+InterpreterPoolExecutor's first task (the stdlib's on 3.14+, the backport's
+on 3.13, see peers.py).
 Run with ``--loops 1``: every value is one call, so percentiles are per call.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pyperf
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peers
 
 import subiso
 
@@ -83,11 +89,9 @@ def bench_process_pool_cold(loops: int) -> float:
 
 
 def bench_interpreter_pool_cold(loops: int) -> float:
-    from interpreters_backport.concurrent.futures.interpreter import InterpreterPoolExecutor
-
     start = time.perf_counter()
     for _ in range(loops):
-        with InterpreterPoolExecutor(1) as pool:
+        with peers.interpreter_pool(1) as pool:
             # A builtin: the backport's workers cannot unpickle functions from
             # __main__ and then spin forever instead of failing.
             pool.submit(int).result()
@@ -103,7 +107,5 @@ if __name__ == "__main__":
     runner.bench_time_func("Isolate.spawn to first message", bench_spawn_first_message)
     runner.bench_time_func("Process start+join (forkserver)", _process_bench("forkserver"))
     runner.bench_time_func("Process start+join (spawn)", _process_bench("spawn"))
-    runner.bench_time_func("ProcessPoolExecutor first task (forkserver)", bench_process_pool_cold)
-    runner.bench_time_func(
-        "InterpreterPoolExecutor first task (backport)", bench_interpreter_pool_cold
-    )
+    runner.bench_time_func("first task: ProcessPoolExecutor (forkserver)", bench_process_pool_cold)
+    runner.bench_time_func(f"first task: {peers.INTERPRETER_POOL}", bench_interpreter_pool_cold)

@@ -83,6 +83,48 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _peers(suites, suite: str, prefix: str, *ours: str) -> list[str]:
+    """The peers measured as ``prefix + peer`` in a suite, in the order they ran.
+
+    Which peers a run has depends on its Python (peers.py): the table shows
+    whichever are there.
+    """
+    return [
+        name.removeprefix(prefix)
+        for name in suites[suite].get_benchmark_names()
+        if name.startswith(prefix) and name.removeprefix(prefix) not in ours
+    ]
+
+
+# Peers that are subinterpreters too, charted apart from processes and threads.
+INTERPRETER_PEERS = ("InterpreterPoolExecutor", "interpreters.Queue", "anyio.to_interpreter")
+
+
+def _rows(question: str, ours: str, cells: list[tuple[str, str]]) -> list[tuple[str, ...]]:
+    """Rows of one question: a (peer, ratio) cell each, the question and our figure on the first."""
+    return [
+        (question, ours, *cell) if i == 0 else ("", "", *cell)
+        for i, cell in enumerate(cells or [("", "")])
+    ]
+
+
+def _map_items(suites, name: str) -> int:
+    return int(suites["bm_pool"].get_benchmark(name).get_metadata().get("map_items", 20_000))
+
+
+def _python_version(suites) -> str:
+    """The Python the benchmarks ran on (not necessarily this one, with --report-only)."""
+    for suite in suites.values():
+        version = suite.get_metadata().get("python_version")
+        if version:
+            return str(version).split()[0]
+    return platform.python_version()
+
+
+def _ratio(x: float) -> str:
+    return f"{x:,.1f}x" if x < 100 else f"{x:,.0f}x"
+
+
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
 
@@ -90,16 +132,18 @@ def _us(seconds: float) -> str:
 def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     """Rows of (question, subiso, peer, ratio), and figures for the chart."""
     rows = []
-    chart: dict[str, dict[str, float]] = {"speedups": {}, "payload": {}, "jank": {}}
+    chart: dict[str, dict] = {"speedups": {}, "interpreters": {}, "payload": {}, "jank": {}}
 
     pp = _median(suites, "bm_pingpong", "pingpong subiso port")
-    pipe = _median(suites, "bm_pingpong", "pingpong mp Pipe (forkserver)")
-    queue = _median(suites, "bm_pingpong", "pingpong backport Queue")
-    rows.append(
-        ("port ping-pong round trip", _us(pp), f"Pipe {_us(pipe)}", f"{pipe / pp:.1f}x faster")
-    )
-    rows.append(("", "", f"backport Queue {_us(queue)}", f"{queue / pp:,.0f}x faster"))
-    chart["speedups"]["ping-pong vs Pipe"] = pipe / pp
+    cells = []
+    for peer in _peers(suites, "bm_pingpong", "pingpong ", "subiso port"):
+        theirs = _median(suites, "bm_pingpong", f"pingpong {peer}")
+        cells.append((f"{peer} {_us(theirs)}", f"{_ratio(theirs / pp)} faster"))
+        if peer.startswith("mp Pipe"):
+            chart["speedups"]["ping-pong vs Pipe"] = theirs / pp
+        elif peer.startswith(INTERPRETER_PEERS):
+            chart["interpreters"][f"ping-pong vs {peer}"] = theirs / pp
+    rows += _rows("port ping-pong round trip", _us(pp), cells)
 
     spaced = _values(suites, "bm_spawn", "run, calls 20 ms apart")
     fork_start = _median(suites, "bm_spawn", "Process start+join (forkserver)")
@@ -126,19 +170,13 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     rows.append(("", "", f"spawn {1 / spawn_start:,.0f}/s", f"{spawn_start / b2b:.1f}x the rate"))
     chart["speedups"]["back-to-back runs vs Process"] = fork_start / b2b
     first = _median(suites, "bm_spawn", "Isolate.spawn to first message")
-    pool_cold = _median(suites, "bm_spawn", "ProcessPoolExecutor first task (forkserver)")
-    interp_cold = _median(suites, "bm_spawn", "InterpreterPoolExecutor first task (backport)")
-    rows.append(
-        (
-            "spawn to first message",
-            _us(first),
-            f"ProcessPool cold {_us(pool_cold)}",
-            f"{pool_cold / first:.0f}x faster",
-        )
-    )
-    rows.append(
-        ("", "", f"InterpreterPool cold {_us(interp_cold)}", f"{interp_cold / first:.0f}x faster")
-    )
+    cells = []
+    for peer in _peers(suites, "bm_spawn", "first task: "):
+        cold = _median(suites, "bm_spawn", f"first task: {peer}")
+        cells.append((f"{peer} cold {_us(cold)}", f"{_ratio(cold / first)} faster"))
+        if peer.startswith(INTERPRETER_PEERS):
+            chart["interpreters"][f"spawn vs {peer} cold"] = cold / first
+    rows += _rows("spawn to first message", _us(first), cells)
 
     sizes = {
         "1 KiB": 1 << 10,
@@ -183,12 +221,6 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
             chart["speedups"][f"{label} echo vs Pipe"] = ours / pipe
 
     serial = _median(suites, "bm_pool", "cpu: serial")
-    pool_peers = [
-        "ProcessPool (forkserver)",
-        "ProcessPool (spawn)",
-        "ThreadPool",
-        "InterpreterPool (backport)",
-    ]
     for label, key, unit in (
         ("pool task round trip", "round trip", "time"),
         ("pool map, 20,000 tiny tasks, chunksize 1", "map chunksize 1", "rate"),
@@ -197,24 +229,28 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
         ("pool, 8 MiB echo", "echo 8 MiB", "time"),
     ):
         ours = _median(suites, "bm_pool", f"{key}: subiso.Pool")
-        for i, peer in enumerate(pool_peers):
+        mine = f"{20_000 / ours:,.0f}/s" if unit == "rate" else _us(ours)
+        cells = []
+        for peer in _peers(suites, "bm_pool", f"{key}: ", "subiso.Pool", "serial"):
             theirs = _median(suites, "bm_pool", f"{key}: {peer}")
             if unit == "rate":
-                mine, other = f"{20_000 / ours:,.0f}/s", f"{20_000 / theirs:,.0f}/s"
+                # A slow peer may map fewer items (its benchmark says how many).
+                items = _map_items(suites, f"{key}: {peer}")
+                theirs *= 20_000 / items
+                other = f"{20_000 / theirs:,.0f}/s"
+                if items != 20_000:
+                    other += f" ({items:,} tasks)"
             else:
-                mine, other = _us(ours), _us(theirs)
-            rows.append(
-                (
-                    label if i == 0 else "",
-                    mine if i == 0 else "",
-                    f"{peer} {other}",
-                    f"{theirs / ours:.1f}x",
-                )
-            )
+                other = _us(theirs)
+            cells.append((f"{peer} {other}", f"{theirs / ours:.1f}x"))
             if peer == "ProcessPool (forkserver)":
                 chart["speedups"][f"{label.replace('pool', 'Pool')} vs ProcessPool"] = theirs / ours
+            elif peer.startswith(INTERPRETER_PEERS) and key in ("round trip", "map chunksize 1"):
+                short = "Pool task round trip" if key == "round trip" else "Pool map, tiny tasks"
+                chart["interpreters"][f"{short} vs {peer}"] = theirs / ours
         if key == "cpu":
-            rows.append(("", "", f"serial {_us(serial)}", f"{serial / ours:.2f}x speedup"))
+            cells.append((f"serial {_us(serial)}", f"{serial / ours:.2f}x speedup"))
+        rows += _rows(label, mine, cells)
 
     mem = {b.get_name(): b.get_values()[0] for b in suites["bm_memory"].get_benchmarks()}
     idle = mem["memory: RSS per idle isolate"]
@@ -319,12 +355,9 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
 
 
 def render(rows) -> str:
-    widths = [
-        max(len(row[i]) for row in [*rows, ("question", "subiso", "peer", "ratio")])
-        for i in range(4)
-    ]
-    lines = []
     header = ("question", "subiso", "peer (same run)", "subiso vs peer")
+    widths = [max(len(row[i]) for row in [*rows, header]) for i in range(4)]
+    lines = []
     for row in (header, None, *rows):
         if row is None:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -340,19 +373,24 @@ def draw(chart, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
-    names = list(chart["speedups"])
-    values = [chart["speedups"][n] for n in names]
-    ax = axes[0]
-    bars = ax.barh(names, values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
-    ax.axvline(1, color="black", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("subiso speedup over the process peer (log; >1 is better)")
-    ax.bar_label(bars, labels=[f"{v:.1f}x" for v in values], padding=3)
-    ax.invert_yaxis()
-    ax.set_title("Speed against processes")
+    fig, axes = plt.subplots(2, 2, figsize=(17, 11))
+    for ax, key, against, heading in (
+        (axes[0][0], "speedups", "the process peer", "Speed against processes"),
+        (axes[0][1], "interpreters", "the peer", "Speed against other subinterpreter peers"),
+    ):
+        names = list(chart[key])
+        values = [chart[key][n] for n in names]
+        bars = ax.barh(names, values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
+        ax.axvline(1, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        if values:
+            ax.set_xlim(right=max(*values, 1) * 4)  # room for the labels
+        ax.set_xlabel(f"subiso speedup over {against} (log; >1 is better)")
+        ax.bar_label(bars, labels=[f"{v:,.{1 if v >= 0.1 else 2}f}x" for v in values], padding=3)
+        ax.invert_yaxis()
+        ax.set_title(heading)
 
-    ax = axes[1]
+    ax = axes[1][0]
     sizes = list(chart["payload"])
     methods = list(next(iter(chart["payload"].values())))
     for method in methods:
@@ -364,7 +402,7 @@ def draw(chart, path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     ax.set_title("Payload sweep")
 
-    ax = axes[2]
+    ax = axes[1][1]
     ways = list(chart["jank"])
     short = [
         w.replace(
@@ -400,8 +438,8 @@ def main() -> None:
         suites = run_all("full" if args.full else "default")
     rows, chart = build_table(suites)
     title = (
-        f"subiso vs processes and threads — {date.today()}, {os.cpu_count()} cores, "
-        f"CPython {platform.python_version()}, {platform.machine()}"
+        f"subiso vs processes, threads and interpreter peers — {date.today()}, "
+        f"{os.cpu_count()} cores, CPython {_python_version(suites)}, {platform.machine()}"
     )
     table = render(rows)
     print()

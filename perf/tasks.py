@@ -1,7 +1,8 @@
 """Task functions the pool benchmark runs on every peer.
 
 They live in an importable module (not ``__main__``) so that every peer,
-including the backport's InterpreterPoolExecutor, can unpickle them.
+including the InterpreterPoolExecutors and anyio's worker interpreters,
+can unpickle them.
 """
 
 from __future__ import annotations
