@@ -277,6 +277,10 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
         )
     )
     rows.append(("", f"start {_us(start_many)} each", "", ""))
+    grown = next((n for n in mem if n.startswith("memory: RSS growth over")), None)
+    if grown is not None:
+        count_runs = grown.rsplit(" ", 2)[1]
+        rows.append((f"RSS growth over {count_runs} runs", f"{mem[grown] / mib:,.1f} MiB", "", ""))
     chart["speedups"]["memory per idle worker vs process"] = fork_pss / idle
 
     dask = {b.get_name(): b.get_values()[0] for b in suites["bm_distributed"].get_benchmarks()}
