@@ -11,6 +11,7 @@ the pool then starts a replacement, as it does when a worker dies.
 
 from __future__ import annotations
 
+import collections
 import enum
 import heapq
 import itertools
@@ -38,7 +39,7 @@ def shareable_item(item: tuple[Any, ...]) -> tuple[Any, ...]:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator
+    from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
     from typing import Any
 
 __all__ = ("Pool", "PoolStats", "Priority", "Task")
@@ -156,7 +157,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     inbox.close()
 
 
-def _run_batch(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _run_batch(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Run several map calls in one task; each call's outcome is its own."""
     from ._wire import encode_exception
 
@@ -206,41 +207,82 @@ class _ExecutorFace(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         """``Executor.map``: results in order, each call's exception at its place.
 
-        Calls travel in batches of ``chunksize``; with ``chunksize=1`` a
-        ``Pool`` picks a batch size itself (up to 32 calls, and at least four
-        batches per isolate), because a task per call would be dominated by
-        dispatch. Either way an exception belongs to its own call: the calls
-        before it still yield their results.
+        Calls travel in batches of ``chunksize``; with ``chunksize=1`` and no
+        ``buffersize`` a ``Pool`` picks a batch size itself (up to 32 calls,
+        and at least four batches per isolate), because a task per call would
+        be dominated by dispatch. Either way an exception belongs to its own
+        call: the calls before it still yield their results.
+
+        ``buffersize=None`` reads all of ``iterables`` and submits every batch
+        at once. With ``buffersize=n`` (as in Python 3.14) the input is read
+        lazily, so it may be endless: ``n`` batches are submitted at once, and
+        one more each time the iterator moves on to the next batch's results.
+        Closing the iterator, or dropping it, cancels the tasks whose results
+        it has not yielded (running ones too, as ``Task.cancel`` does).
 
         Raises:
+            TypeError: ``buffersize`` is not an integer or None.
+            ValueError: ``chunksize`` or ``buffersize`` is less than 1.
             TimeoutError: a result was not ready ``timeout`` seconds after the call.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        if buffersize is not None and not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
         deadline = None if timeout is None else time.monotonic() + timeout
-        calls = list(zip(*iterables, strict=False))
-        chunksize = self._batch_size(chunksize, len(calls))
-        tasks = [
-            self.submit(_run_batch, fn, calls[i : i + chunksize])
-            for i in range(0, len(calls), chunksize)
-        ]
-        return self._map_results(tasks, deadline)
+        calls: Iterable[tuple[Any, ...]] = zip(*iterables, strict=False)
+        if buffersize is None:
+            calls = list(calls)
+            chunksize = self._batch_size(chunksize, len(calls))
+        batches = itertools.batched(calls, chunksize, strict=False)
+        tasks = collections.deque(
+            self.submit(_run_batch, fn, batch) for batch in itertools.islice(batches, buffersize)
+        )
+        return self._map_results(fn, batches, tasks, deadline)
 
-    @staticmethod
-    def _map_results(tasks: list[Task], deadline: float | None) -> Iterator[Any]:
+    def _map_results(
+        self,
+        fn: Callable[..., Any],
+        batches: Iterator[tuple[tuple[Any, ...], ...]],
+        tasks: collections.deque[Task],
+        deadline: float | None,
+    ) -> Iterator[Any]:
+        """Yield the results of ``tasks`` in order, each call's exception at its
+        place; before waiting for a task, submit the next of ``batches``, if any."""
         try:
-            for task in tasks:
+            while tasks:
+                batch = next(batches, None)
+                if batch is not None:
+                    tasks.append(self.submit(_run_batch, fn, batch))
                 remaining = None if deadline is None else deadline - time.monotonic()
-                for status, value in task.result(remaining):
+                # Popped, not iterated over: the iterator keeps no result it yielded.
+                outcomes: list[tuple[Any, ...]] = _result_or_cancel(tasks.popleft(), remaining)
+                outcomes.reverse()
+                while outcomes:
+                    status, value = outcomes.pop()
                     if status == "err":
                         raise decode_exception(value)
                     yield value
         finally:
             for task in tasks:
                 task.cancel()
+
+
+def _result_or_cancel(task: Task, timeout: float | None) -> Any:
+    """``task.result(timeout)``; a task that is not done by then is cancelled."""
+    try:
+        try:
+            return task.result(timeout)
+        finally:
+            task.cancel()
+    finally:
+        del task  # else: task -> its exception -> traceback -> this frame -> task
 
 
 class Pool(_ExecutorFace):
@@ -329,7 +371,10 @@ class Pool(_ExecutorFace):
                     pass  # a late word from a worker already gone, or the shutdown wake-up
                 elif kind == "ready":
                     worker.inbox = message[2]
-                    self._dispatch(worker)
+                    if worker.retiring:  # retired (by a shutdown) before it could hear it
+                        self._retire(worker)
+                    else:
+                        self._dispatch(worker)
                 elif kind in ("ok", "err"):
                     self._finish(worker, kind, message[2])
                 elif kind == "initfail":

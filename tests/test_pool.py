@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 
 import helpers
 import pytest
@@ -160,6 +161,12 @@ def test_shutdown_cancel_futures_and_refuse_new_work():
         gate_port.close()
 
 
+def test_shutdown_before_the_isolates_are_ready():
+    for _ in range(5):
+        with subiso.Pool(2):
+            pass  # each isolate is told to stop once it says it is ready
+
+
 def test_legacy_pool():
     with subiso.Pool(1, isolation="legacy") as pool:
         assert pool.submit(helpers.square, 3).result(timeout=T) == 9
@@ -171,3 +178,106 @@ def test_map_keeps_each_calls_exception_in_place():
         assert [next(results) for _ in range(3)] == [0, 1, 2]
         with pytest.raises(helpers.Boom, match="3"):
             next(results)
+
+
+def _counting(pulled):
+    """0, 1, 2, ... forever, appending each number to ``pulled`` as it is read."""
+    for i in itertools.count():
+        pulled.append(i)
+        yield i
+
+
+def test_map_buffersize_reads_an_endless_input_lazily():
+    pulled = []
+    with subiso.Pool(2) as pool:
+        results = pool.map(helpers.square, _counting(pulled), buffersize=3)
+        assert pulled == [0, 1, 2]  # submitted at the call, nothing read ahead
+        for i in range(10):
+            assert next(results) == i * i
+            assert len(pulled) == 3 + i + 1  # one more call each time a result is asked for
+        results.close()
+        pairs = pool.map(helpers.add, itertools.count(), itertools.count(), buffersize=2)
+        assert [next(pairs) for _ in range(3)] == [0, 2, 4]
+        pairs.close()
+
+
+def test_map_buffersize_counts_batches_of_chunksize():
+    pulled = []
+    with subiso.Pool(2) as pool:
+        results = pool.map(helpers.square, _counting(pulled), chunksize=5, buffersize=2)
+        assert len(pulled) == 10
+        assert [next(results) for _ in range(5)] == [i * i for i in range(5)]
+        assert len(pulled) == 15
+        assert next(results) == 25  # the next batch's results: one more batch is read
+        assert len(pulled) == 20
+        results.close()
+
+
+def test_map_buffersize_on_finite_and_empty_input():
+    with subiso.Pool(2) as pool:
+        for buffersize in (1, 2, 4, 8):
+            squares = pool.map(helpers.square, range(4), buffersize=buffersize)
+            sums = pool.map(helpers.add, range(4), range(4), buffersize=buffersize)
+            assert list(squares) == [0, 1, 4, 9] and list(sums) == [0, 2, 4, 6]
+        chunked = pool.map(helpers.square, range(7), chunksize=3, buffersize=1)
+        assert list(chunked) == [i * i for i in range(7)]
+        assert list(pool.map(helpers.square, [], buffersize=2)) == []
+        assert list(pool.map(helpers.square, buffersize=2)) == []
+
+
+def test_map_refuses_a_bad_buffersize_at_the_call():
+    pulled = []
+    with subiso.Pool(1) as pool:
+        for buffersize in ("foo", 2.0):
+            with pytest.raises(TypeError, match=r"^buffersize must be an integer or None$"):
+                pool.map(helpers.square, _counting(pulled), buffersize=buffersize)
+        for buffersize in (0, -1):
+            with pytest.raises(ValueError, match=r"^buffersize must be None or > 0$"):
+                pool.map(helpers.square, _counting(pulled), buffersize=buffersize)
+        assert pulled == []
+        stats = pool.stats()
+        assert stats.queued == stats.busy == stats.completed == 0
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_map_buffersize_keeps_each_calls_exception_in_place(chunksize):
+    with subiso.Pool(2) as pool:
+        results = pool.map(
+            helpers.boom_on_three, itertools.count(), chunksize=chunksize, buffersize=2
+        )
+        assert [next(results) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(helpers.Boom, match="3"):
+            next(results)
+        assert next(results, "ended") == "ended"
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_map_buffersize_cancels_what_it_did_not_yield(how):
+    def first_then_spin(port):
+        return "first" if port is None else helpers.spin_forever(port)
+
+    with subiso.Pool(2) as pool, subiso.ReceivePort() as port:
+        inputs = itertools.chain([None], itertools.repeat(port.send_port))
+        results = pool.map(first_then_spin, inputs, buffersize=3)
+        assert next(results) == "first"  # and a fourth call was submitted
+        assert [port.receive(timeout=T) for _ in range(2)] == ["spinning", "spinning"]
+        if how == "close":
+            results.close()
+        else:
+            del results
+        stats = pool.stats()  # two running calls (their isolates killed), one queued
+        assert stats.cancelled == 3 and stats.busy == 0
+        assert pool.submit(helpers.square, 6).result(timeout=T) == 36
+        assert pool.stats().replaced >= 1
+
+
+def test_map_buffersize_timeout_counts_from_the_call():
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        results = pool.map(
+            helpers.spin_forever, itertools.repeat(port.send_port), timeout=0, buffersize=2
+        )
+        with pytest.raises(TimeoutError):
+            next(results)
+        assert pool.stats().cancelled == 3  # the late call and the two behind it
+        assert pool.submit(helpers.square, 2).result(timeout=T) == 4
