@@ -140,16 +140,17 @@ class Runtime:
         self.done_event: Any = None  # set when the asyncio loop may finish
         self.later: list[Any] = []  # actions for the loop (BEFORE_NEXT_EVENT pings)
         self.refused: list[Any] = []  # start commands that came too late
+        self.stopping = False  # the control thread ends (teardown)
         Runtime.current = self
 
     # -- control --------------------------------------------------------------
 
     def control_thread(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 item = _backend.queue_get(self.ctl_qid)
             except _backend.QueueNotFoundError:
-                return  # teardown destroyed the control queue
+                return
             if item is EMPTY:
                 _backend.wait_readable([self.ctl_rfd], None)
                 _backend.waker_drain(self.ctl_rfd)
@@ -495,28 +496,27 @@ def _life(runtime: Runtime) -> None:
 
 def _teardown(runtime: Runtime, control: Any) -> None:
     runtime.exiting = True
-    # A raise set before user code was left may still land in the first
-    # steps below; each step tolerates it by being repeated until done.
-    while True:
-        try:
-            if runtime.may_inject:
-                runtime.may_inject.pop()  # user code left by a raise: withdraw the right
-            _ports.close_all_ports()
-            _refuse_pending_starts(runtime)
-            _backend.queue_destroy(runtime.ctl_qid)
-            for port, response in runtime.exit_listeners:
-                port.send(response)
-            runtime.exit_listeners = []
-        except IsolateKilled:
-            continue
-        break
-    _backend.wake(runtime.ctl_wfd)  # the control thread sees the queue is gone
+    # The control thread stops first: only it raises into this thread, so
+    # once it has ended and a raise it set is withdrawn, none can land in
+    # the steps after. Until then a raise may land here: each wait is
+    # repeated until done.
+    runtime.stopping = True
+    _backend.wake(runtime.ctl_wfd)
     while True:
         try:
             control.join()
+            ctypes = sys.modules.get("ctypes")  # imported by the first raise
+            if ctypes is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runtime.thread_id), None)
         except IsolateKilled:
             continue
         break
+    _ports.close_all_ports()
+    _drain_control(runtime)
+    _backend.queue_destroy(runtime.ctl_qid)
+    for port, response in runtime.exit_listeners:
+        port.send(response)
+    runtime.exit_listeners = []
     report = (
         tuple(_Local.sent_to),
         tuple(_backend.wakers_take_free()),
@@ -524,8 +524,9 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     _backend.queue_put(runtime.report_qid, report)
 
 
-def _refuse_pending_starts(runtime: Runtime) -> None:
-    """Tell whoever queued work for this isolate after it began to exit."""
+def _drain_control(runtime: Runtime) -> None:
+    """Answer what was asked of this isolate after it began to exit: a start
+    command is told the isolate exited, an exit listener hears it now."""
     pending = runtime.refused + ([runtime.job] if runtime.job is not None else [])
     runtime.refused = []
     while (item := _backend.queue_get(runtime.ctl_qid)) is not EMPTY:
@@ -535,6 +536,8 @@ def _refuse_pending_starts(runtime: Runtime) -> None:
             continue
         if request[0] == "start":
             pending.append(request)
+        elif request[0] in ("add_exit", "remove_exit"):
+            runtime.apply(request)
     runtime.job = None
     for request in pending:
         request[5].send(("exit",))
