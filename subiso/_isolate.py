@@ -50,6 +50,9 @@ __all__ = (
 
 SPARES = min(2, os.cpu_count() or 1)
 
+# How long process exit waits for the hub thread to finish what it is doing.
+HUB_EXIT_SECONDS = 30.0
+
 # Requests isolates send to the hub, by kind: the module that serves them.
 _SERVICES = {"names": "_names", "host": "_host"}
 
@@ -287,7 +290,14 @@ class _Hub:
         for each in booted:
             if each.thread is not None and each.thread is not threading.current_thread():
                 each.thread.join()
+        # The hub thread may be destroying an interpreter right now. It must
+        # be done before the process finalizes: CPython would end that
+        # interpreter a second time and crash (seen on 3.14 and 3.15).
         _backend.wake(self.wfd)
+        if self.thread is not threading.current_thread():
+            self.thread.join(HUB_EXIT_SECONDS)
+        if self.thread.is_alive():
+            return  # wedged in a service: destroying beside it could crash
         with self.lock:
             zombies, self.zombies = self.zombies, []
         for interp, _ in zombies:

@@ -73,3 +73,32 @@ def test_fork_with_live_isolates_is_explained():
     )
     assert "parent done" in result.stdout, result.stderr
     assert "gh-139759" in result.stderr and "forkserver" in result.stderr
+
+
+POOL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import helpers, subiso
+
+    with subiso.Pool(2) as pool:
+        for i in range(300):
+            assert pool.submit(helpers.square, i).result(timeout=30) == i * i
+    print("leaving", flush=True)
+    """
+)
+
+
+def test_exit_right_after_a_pool_is_clean():
+    """The hub may be destroying a worker's interpreter as the process
+    exits; finalization used to end it a second time and crash (about one
+    exit in three on 3.14 and 3.15)."""
+    script = POOL_SCRIPT.format(tests=str(Path(__file__).parent))
+    for _ in range(6):
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+        assert "leaving" in result.stdout
+        assert "Fatal Python error" not in result.stderr, result.stderr
+        assert "remaining subinterpreters" not in result.stderr, result.stderr
+        assert result.returncode == 0, result.stderr
