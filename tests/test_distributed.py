@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 
@@ -21,16 +22,11 @@ def no_leaks():  # Dask keeps its own threads in this process; the cluster is mo
     yield
 
 
-@pytest.fixture(scope="module")
-def client():
+@contextlib.contextmanager
+def _local_client(settings):
+    """A client of a one-worker LocalCluster on loopback, with these Dask settings."""
     import dask
 
-    # Dask's profiler samples sys._current_frames(), which crashes CPython
-    # 3.13.0 while isolates run (README); a task whose worker dies is not retried.
-    settings = {
-        "distributed.worker.profile.enabled": False,
-        "distributed.scheduler.allowed-failures": 0,
-    }
     with (
         dask.config.set(settings),
         distributed.LocalCluster(
@@ -43,6 +39,18 @@ def client():
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Dask's profiler samples sys._current_frames(), which crashes CPython
+    # 3.13.0 while isolates run (README); a task whose worker dies is not retried.
+    settings = {
+        "distributed.worker.profile.enabled": False,
+        "distributed.scheduler.allowed-failures": 0,
+    }
+    with _local_client(settings) as client:
         yield client
 
 
@@ -131,8 +139,6 @@ def test_cancel_a_running_task_kills_its_isolate(pool, client):
 
 
 def test_dask_profiler_is_refused_only_where_it_crashes():
-    import dask
-
     from subiso import _backend
 
     settings = {
@@ -140,18 +146,7 @@ def test_dask_profiler_is_refused_only_where_it_crashes():
         "distributed.worker.profile.interval": "1ms",  # sample often
         "distributed.scheduler.allowed-failures": 0,
     }
-    with (
-        dask.config.set(settings),
-        distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=2,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",  # any free port: 8787 may be taken
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with _local_client(settings) as client:
         if _backend.CURRENT_FRAMES_CRASHES:  # the workers run this same Python
             with pytest.raises(RuntimeError, match="profiler"):
                 ClusterPool(client)
