@@ -31,16 +31,18 @@ if TYPE_CHECKING:
 # the fault was measured (README, "Compatibility").
 
 #: sys._current_frames() while isolates run frees a bad pointer and aborts the
-#: process: measured on 3.13.0, not on 3.13.18, 3.14.10 or 3.15.2. The patch
-#: releases in between are unmeasured and taken as faulty.
+#: process: measured on 3.13.0, not on 3.13.18, 3.14.10 or 3.15.2
+#: (perf/faults.py). The patch releases in between are unmeasured and taken
+#: as faulty.
 CURRENT_FRAMES_CRASHES: Final = (3, 13) <= sys.version_info[:3] < (3, 13, 18)
 
-#: Destroying an isolated interpreter keeps ~1.66 MiB of its memory: every
-#: 3.13 release measured (3.13.0, 3.13.18); 3.14.10 and 3.15.2 keep ~0.003.
+#: Destroying an isolated interpreter keeps ~1.7-2.1 MiB of its memory (more
+#: after more imports): every 3.13 release measured (3.13.0, 3.13.18);
+#: 3.14.10 and 3.15.2 keep nothing measurable (perf/faults.py).
 LEAKS_PER_INTERPRETER: Final = sys.version_info < (3, 14)
 
 #: os.fork() while a subinterpreter exists kills the child before its code
-#: runs (gh-139759): every version measured, 3.13.0 to 3.15.2.
+#: runs (gh-139759): every version measured, 3.13.0 to 3.15.2 (perf/faults.py).
 FORK_KILLS_CHILD: Final = True
 
 if sys.version_info >= (3, 14):
