@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 IMMEDIATE = 0
 BEFORE_NEXT_EVENT = 1
 
+# Seconds a kill(IMMEDIATE) waits for user code to leave a port wait by
+# itself before it raises IsolateKilled into the thread.
+KILL_GRACE = 0.01
+
 BOOTSTRAP = """\
 import sys
 sys.path[:] = _subiso_path
@@ -208,11 +212,25 @@ class Runtime:
             self.killed = True  # before taking the right: see _enter_user_code
             _backend.wake(self.interrupt[1])  # a wait on a port ends now
             # On the isolate's own thread (a request drained before an
-            # event) the loop raises next; from the control thread, a busy
-            # loop in user code ends at its next bytecode check.
-            if _thread.get_ident() != self.thread_id and self._take_right():
-                self._inject()
+            # event) the loop raises next. From the control thread: code
+            # waiting on a port leaves by the interrupt fd within the grace;
+            # a busy loop in user code ends by the raise, at its next
+            # bytecode check.
+            if _thread.get_ident() != self.thread_id:
+                self._grace()
+                if self._take_right():
+                    self._inject()
         self._wake_loop()
+
+    def _grace(self) -> None:
+        """Give user code that waits a moment to leave by the interrupt fd:
+        then no raise is needed, nor ctypes (not free to import, and its
+        import in a subinterpreter crashed 3.14 once in many kills)."""
+        import time
+
+        deadline = time.monotonic() + KILL_GRACE
+        while self.may_inject and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def _take_right(self) -> bool:
         try:
