@@ -233,10 +233,12 @@ class Runtime:
             time.sleep(0.001)
 
     def _take_right(self) -> bool:
+        """Pop the right to raise; False if there is none (not in user code,
+        or the other thread took it first)."""
         try:
             self.may_inject.pop()
         except IndexError:
-            return False  # not in user code: the runtime sees `killed` itself
+            return False
         return True
 
     def _inject(self) -> None:
@@ -268,15 +270,18 @@ class Runtime:
     def _leave_user_code(self) -> None:
         """Take back the right to raise; if the control thread took it first,
         wait until its raise is set and withdraw it (or let it land here)."""
-        try:
-            self.may_inject.pop()
-        except IndexError:
-            if not self.inject_done:
-                self.injected.acquire()  # the raise may land right after this
-                self.injected.release()
-            ctypes = sys.modules.get("ctypes")
-            if ctypes is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+        if self._take_right():
+            return
+        if not self.inject_done:
+            self.injected.acquire()  # the raise may land right after this
+            self.injected.release()
+        self._withdraw_raise()
+
+    def _withdraw_raise(self) -> None:
+        """Clear a raise set into this thread and not landed yet, if any."""
+        ctypes = sys.modules.get("ctypes")  # imported by the raise, if one was set
+        if ctypes is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
 
     def _on_interrupt(self) -> None:
         if self.killed and _thread.get_ident() == self.thread_id:
@@ -523,9 +528,7 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     while True:
         try:
             control.join()
-            ctypes = sys.modules.get("ctypes")  # imported by the first raise
-            if ctypes is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(runtime.thread_id), None)
+            runtime._withdraw_raise()
         except IsolateKilled:
             continue
         break
