@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from . import _host as host  # noqa: F401 - the face's module-valued name
     from ._agent import Agent as Agent
     from ._exceptions import BrokenIsolateError as BrokenIsolateError
+    from ._exceptions import BrokenServiceError as BrokenServiceError
     from ._exceptions import IsolateError as IsolateError
     from ._exceptions import IsolateSpawnError as IsolateSpawnError
     from ._exceptions import NotSendableError as NotSendableError
@@ -44,6 +45,7 @@ _EXPORTS = {
     "Agent": "_agent",
     "BEFORE_NEXT_EVENT": "_runtime",
     "BrokenIsolateError": "_exceptions",
+    "BrokenServiceError": "_exceptions",
     "Capability": "_runtime",
     "IMMEDIATE": "_runtime",
     "Isolate": "_isolate",

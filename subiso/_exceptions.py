@@ -9,6 +9,8 @@ The tree::
         ├── NotSendableError          (also TypeError) a value cannot cross isolates
         ├── PortClosedError           receive on a port that *you* closed
         ├── BrokenIsolateError        the *other side* died while a caller waited on it
+        │   └── BrokenServiceError    a library service (hub, pool collector, agent)
+        │                             failed; its waiters are failed with this
         └── SubinterpreterImportError (also ImportError) an extension module refused
                                       to load in this isolate
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 __all__ = (
     "SubinterpreterImportError",
     "BrokenIsolateError",
+    "BrokenServiceError",
     "IsolateError",
     "IsolateSpawnError",
     "NotSendableError",
@@ -82,6 +85,25 @@ class PortClosedError(IsolateError):
 class BrokenIsolateError(IsolateError):
     """The isolate died (killed, ``Isolate.exit``, a crash) while a caller
     waited on it."""
+
+
+class BrokenServiceError(BrokenIsolateError):
+    """A service thread of subiso (the hub, a pool's collector, an agent)
+    met an error it could not handle. Every caller that waited on it gets
+    this error instead of waiting forever; the cause is chained.
+
+    Attributes:
+        service: which service broke, e.g. ``"hub"`` or ``"pool collector"``.
+    """
+
+    def __init__(self, service: str, detail: str = "") -> None:
+        message = f"the {service} of subiso broke" + (f": {detail}" if detail else "")
+        super().__init__(message)
+        self.service = service
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.service, self.detail))
 
 
 class SubinterpreterImportError(ImportError, IsolateError):

@@ -29,6 +29,7 @@ def test_exceptions_pickle():
         subiso.NotSendableError("lock"),
         subiso.PortClosedError("closed"),
         subiso.BrokenIsolateError("died"),
+        subiso.BrokenServiceError("hub", "it fell over"),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
