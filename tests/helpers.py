@@ -334,3 +334,74 @@ def busy_sum(n):
     for i in range(n):
         total += i
     return total
+
+
+# -- entry points for the stress harness (tests/stress.py) -------------------
+
+
+def stress_stream(args):
+    """Send ``(sender, 0)`` ... ``(sender, count - 1)``, then ``(sender, "end")``."""
+    port, sender_id, count = args
+    for i in range(count):
+        port.send((sender_id, i))
+    port.send((sender_id, "end"))
+
+
+def stress_relay(port):
+    """Forward every message to ``port`` unchanged until ``("stop",)``."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(("inbox", inbox.send_port))
+    for message in inbox:
+        if message == ("stop",):
+            inbox.close()
+            break
+        port.send(message)
+
+
+def stress_listen_relay(port):
+    """Like ``stress_relay``, from a listened port on the isolate's event loop."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+
+    def handle(message):
+        if message == ("stop",):
+            inbox.close()
+        else:
+            port.send(message)
+
+    inbox.listen(handle)
+    port.send(("inbox", inbox.send_port))
+
+
+def stress_value(x):
+    """A pool task whose result the caller can predict."""
+    return (x * 2654435761) % 4294967296
+
+
+def stress_buffer_digest(buffer):
+    """Materialize a TransferableBuffer; return (length, crc32) of what it holds."""
+    import zlib
+
+    view = buffer.materialize()
+    try:
+        return len(view), zlib.crc32(view)
+    finally:
+        view.release()
+
+
+def stress_buffer_check(args):
+    """Check a TransferableBuffer against (length, crc32); send back
+    ``("checked", ok, copy)`` with a fresh TransferableBuffer of its bytes."""
+    import zlib
+
+    import subiso
+
+    port, buffer, nbytes, crc = args
+    view = buffer.materialize()
+    ok = len(view) == nbytes and zlib.crc32(view) == crc
+    copy = subiso.TransferableBuffer(view)
+    view.release()
+    port.send(("checked", ok, copy))
