@@ -68,6 +68,12 @@ KNOWN_BUGS: dict[str, str] = {
         "kill(IMMEDIATE) does not stop an isolate whose async entry awaits "
         "receive_async(); it waits for the timeout (subiso/_runtime.py)"
     ),
+    "close_wakes_receivers": (
+        "a receiver blocked in receive() (no timeout, or `for message in port`) can "
+        "miss the wake-up of a close() from another thread and block forever "
+        "(subiso/_ports.py _receive_item/_park vs close); when off, close_race "
+        "receivers wait in 0.5 s slices"
+    ),
     "concurrent_join": (
         "Isolate.join() from two threads: one raises PortClosedError when the other "
         "closes the exit port (subiso/_isolate.py)"
@@ -76,10 +82,11 @@ KNOWN_BUGS: dict[str, str] = {
         "receive_async() on one port from two event loops (threads) raises "
         "RuntimeError 'already watched by another event loop' (subiso/_ports.py)"
     ),
-    "close_isolate_sends": (
-        "ReceivePort.close() while an isolate and main threads send to it can wedge "
-        "the whole process in queue_destroy (subiso/_ports.py close -> "
-        "_backend.queue_destroy); when off, close_race senders are threads only"
+    "close_while_sending": (
+        "ReceivePort.close() while threads (3.14) or an isolate and threads (3.13.0) "
+        "send to it can wedge the whole process in queue_destroy (subiso/_ports.py "
+        "close -> _backend.queue_destroy); when off, close_race stops its senders "
+        "(threads only) before it closes the port under its blocked receivers"
     ),
     "wait_cancelled": (
         "a running Task cancelled by Task.cancel() stays in state CANCELLED, never "
@@ -100,10 +107,11 @@ KNOWN_BUGS: dict[str, str] = {
 FEATURES = {
     "pool_cycle": "pool done-callbacks submit both ways between the shared pools",
     "kill_async_entry": "spawn_kill kills an isolate whose async entry awaits a port",
+    "close_wakes_receivers": "close_race receivers block without a timeout until the close",
     "concurrent_join": "spawn_kill joins one isolate from two threads",
     "loops_share_port": "multi_port lets several asyncio receivers share a port",
     "pool_buffer": "pool tasks take a TransferableBuffer argument",
-    "close_isolate_sends": "close_race closes a port an isolate is sending to",
+    "close_while_sending": "close_race closes a port while threads and an isolate send to it",
     "wait_cancelled": "concurrent.futures.wait() on pool tasks (some cancelled while running)",
     "eventfds": "the end check counts eventfds (wakers) besides other fds",
 }
@@ -663,7 +671,14 @@ class Stress:
 
             def receive_loop(got: list[tuple[int, object]], style: str) -> None:
                 try:
-                    if style == "iterate":
+                    if not self.enabled("close_wakes_receivers"):
+                        while True:
+                            try:
+                                got.append(port.receive(timeout=0.5))
+                            except TimeoutError:
+                                if time.monotonic() - closed_at[0] > WAIT and closed_at[0]:
+                                    raise
+                    elif style == "iterate":
                         for message in port:
                             got.append(message)
                     else:
@@ -694,7 +709,7 @@ class Stress:
                 sid = self.new_id()
                 senders[sid] = None
                 senders_threads.append(self.thread(send_loop, sid, name="close_race.sender"))
-            if rng.random() < 0.5 and self.enabled("close_isolate_sends"):
+            if rng.random() < 0.5 and self.enabled("close_while_sending"):
                 sid = self.new_id()
                 senders[sid] = 50_000
                 isolates.append(self.spawn(self.helpers.stress_stream, (send_port, sid, 50_000)))
@@ -704,6 +719,10 @@ class Stress:
                 closed_at[0] = time.monotonic()
                 port.close()
 
+            if not self.enabled("close_while_sending"):
+                stop.set()
+                for thread in senders_threads:
+                    self.join_thread(thread, "a sender")
             closer = self.thread(close, name="close_race.closer")
             self.join_thread(closer, "the closing thread")
             for thread in threads:
