@@ -1,12 +1,36 @@
 """``Pool``: long-lived isolates behind a ``concurrent.futures.Executor``.
 
+Threads and state. User threads (``execute``/``submit``/``map``,
+``Task.cancel``, ``stats``, ``shutdown``) and the pool's collector thread
+share one ``_Core``, the pool's state: the queue, the workers and the task
+each runs, the idle list, the counts, the shutdown and broken marks, the
+unfinished tasks. The rule:
+
+- Any thread may read or change the core's state, only while it holds
+  ``_Core.lock``. Sending on a port never blocks and may happen under it.
+- The constructor starts the first isolates; from then on the collector
+  alone receives on the results port, decodes what arrives, starts
+  replacement isolates and joins the ones that ended, all without the lock.
+- No user code and no blocking call runs under the lock. A Future's
+  ``set_result``, ``set_exception`` and ``cancel`` run its done-callbacks,
+  and unpickling a result may run anything: a thread decides under the lock
+  which tasks end how, releases it, then ends them.
+- The collector holds the ``Pool`` only through a weakref, and a ``Task``
+  holds the core, not the pool: a pool nobody references is collected, and
+  the weakref's callback asks the collector to shut the pool down (tasks
+  already taken still run).
+- The collector has one safety net: an exception escaping its loop breaks
+  the pool. Every unfinished task fails with ``BrokenServiceError``, chained
+  to the cause, the isolates are killed, later ``submit`` raises that error,
+  and ``shutdown()`` returns.
+
 Each worker is an isolate running a small loop: receive a task on its inbox,
-run it, send the outcome to the pool's results port. A collector thread in
-the pool's own interpreter receives outcomes, completes the tasks' futures
-and hands each free worker the most urgent queued task (``Priority`` order,
-FIFO within a level). One task is in flight per worker, so a task that was
-handed to a worker is running, and cancelling it means killing that worker;
-the pool then starts a replacement, as it does when a worker dies.
+run it, send the outcome to the pool's results port. The collector receives
+outcomes, completes the tasks' futures and hands each free worker the most
+urgent queued task (``Priority`` order, FIFO within a level). One task is in
+flight per worker, so a task that was handed to a worker is running, and
+cancelling it means killing that worker; the pool then starts a replacement,
+as it does when a worker dies.
 """
 
 from __future__ import annotations
@@ -15,17 +39,20 @@ import collections
 import enum
 import heapq
 import itertools
+import logging
 import os
 import threading
 import time
-from concurrent.futures import Executor, Future
+import weakref
+from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from ._exceptions import BrokenIsolateError, NotSendableError
+from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError
 from ._isolate import Isolate, _check_isolation, spawn_isolate
 from ._ports import ReceivePort, SendPort
 from ._runtime import IMMEDIATE
-from ._wire import PLAIN, decode, decode_exception, encode
+from ._wire import PLAIN, decode, decode_exception, encode, shareable
 
 _NO_KWARGS = (PLAIN, None)
 
@@ -43,6 +70,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ("Pool", "PoolStats", "Priority", "Task")
+
+_log = logging.getLogger("subiso")
+
+# Seconds to wait for an isolate that was told to end (it has, or was killed).
+_JOIN_SECONDS = 60.0
 
 
 class Priority(enum.IntEnum):
@@ -78,9 +110,9 @@ class Task(Future):  # type: ignore[type-arg]
     and replaced.
     """
 
-    def __init__(self, pool: Pool, priority: Priority) -> None:
+    def __init__(self, pool: _Core, priority: Priority) -> None:
         super().__init__()
-        self._pool = pool
+        self._pool = pool  # the pool's core: a task does not keep its Pool alive
         self.priority = priority
         self._worker: _Worker | None = None
 
@@ -102,6 +134,80 @@ class Task(Future):  # type: ignore[type-arg]
         import asyncio
 
         return asyncio.wrap_future(self).__await__()
+
+
+# -- what travels on a pool's results port ---------------------------------------------
+#
+# Workers send plain tuples, which cross without pickling: (kind, worker index,
+# payload). A result that is not plain travels as its own encoded item, so that
+# the collector knows whose it is even when it cannot unpickle it. The
+# collector reads each tuple into one of the records below before it acts.
+
+_VALUE = "ok"  # payload: the result, plain
+_PICKLED = "pickled"  # payload: the result's encoded item
+_ERROR = "err"  # payload: encode_exception(error)
+_READY = "ready"  # payload: (inbox queue id, inbox wake-up fd)
+_INIT_FAILED = "initfail"  # payload: encode_exception(error)
+_EXIT = "exit"  # (kind, index): the on_exit response of a worker's isolate
+_WAKE = "wake"  # (kind, -1): shutdown() wants the collector to look at the state
+_GONE = "gone"  # (kind, -1): the Pool was collected
+
+
+class _Outcome(NamedTuple):
+    """A worker ended its task: ``value`` if ``error`` is None."""
+
+    worker: int
+    error: BaseException | None
+    value: Any
+
+
+class _Ready(NamedTuple):
+    """A worker started and listens on ``inbox``."""
+
+    worker: int
+    inbox: SendPort
+
+
+class _InitFailed(NamedTuple):
+    """A worker's initializer raised ``error``; the worker ends."""
+
+    worker: int
+    error: BaseException
+
+
+class _Exited(NamedTuple):
+    """A worker's isolate ended."""
+
+    worker: int
+
+
+class _Wake(NamedTuple):
+    """Look at the state again: shut down, or the Pool is gone."""
+
+    pool_gone: bool
+
+
+_WAKE_ITEM = (PLAIN, (_WAKE, -1))
+_GONE_ITEM = (PLAIN, (_GONE, -1))
+_WAKE_UP = _Wake(False)
+_POOL_GONE = _Wake(True)
+
+
+class _Queued(NamedTuple):
+    """A queue entry; entries order by priority, then by submission."""
+
+    priority: int
+    order: int
+    task: Task
+    item: tuple[Any, ...]
+
+
+class _Ending(NamedTuple):
+    """How a task ends, decided under the lock and applied after it."""
+
+    task: Task
+    error: BaseException | None
+    value: Any = None
 
 
 class _Worker:
@@ -128,10 +234,11 @@ def _worker_main(config: tuple[Any, ...]) -> None:
         try:
             initializer(*initargs)
         except BaseException as error:
-            results.send(("initfail", index, encode_exception(error)))
+            results._send_item((PLAIN, (_INIT_FAILED, index, encode_exception(error))))
             return
     inbox = ReceivePort("pool worker")
-    results.send(("ready", index, inbox.send_port))
+    port = inbox.send_port
+    results._send_item((PLAIN, (_READY, index, (port._qid, port._wfd))))
     functions: dict[bytes, Any] = {}  # pickled function -> function: tasks repeat them
     while True:
         item = inbox._receive_item(None)
@@ -150,9 +257,13 @@ def _worker_main(config: tuple[Any, ...]) -> None:
                 import asyncio
 
                 result = asyncio.run(result)
-            item = encode(("ok", index, result), "result")
+            encoded = encode(result, "result")
+            if encoded[0] == PLAIN:
+                item = (PLAIN, (_VALUE, index, result))
+            else:  # the file descriptors and buffers it carries ride on the outer item
+                item = (PLAIN, (_PICKLED, index, shareable(encoded)), *encoded[2:])
         except Exception as error:
-            item = encode(("err", index, encode_exception(error)))
+            item = (PLAIN, (_ERROR, index, encode_exception(error)))
         results._send_item(item)
     inbox.close()
 
@@ -285,6 +396,385 @@ def _result_or_cancel(task: Task, timeout: float | None) -> Any:
         del task  # else: task -> its exception -> traceback -> this frame -> task
 
 
+def _result_error(error: BaseException) -> NotSendableError:
+    """What a task whose result cannot be unpickled here fails with."""
+    failure = NotSendableError(
+        "the result of a pool task could not be unpickled in the interpreter that "
+        f"submitted it: {type(error).__name__}: {error}"
+    )
+    failure.__cause__ = error
+    return failure
+
+
+def _again(error: BrokenIsolateError) -> BrokenIsolateError:
+    """A fresh copy of the error that broke a pool, for each later ``submit``."""
+    if isinstance(error, BrokenServiceError):
+        again: BrokenIsolateError = BrokenServiceError(error.service, error.detail)
+    else:
+        again = BrokenIsolateError(*error.args)
+    again.__cause__ = error.__cause__
+    return again
+
+
+def _end(task: Task, error: BaseException | None, value: Any = None) -> None:
+    """Complete ``task``; its done-callbacks run here, so never under a lock."""
+    try:
+        if error is None:
+            task.set_result(value)
+        else:
+            task.set_exception(error)
+    except InvalidStateError:
+        pass  # cancelled, or failed by a broken collector, meanwhile
+    task._pool._unfinished.discard(task)
+
+
+def _end_all(endings: list[_Ending]) -> None:
+    for ending in endings:
+        _end(*ending)
+
+
+class _Core:
+    """A pool's state and its collector; the module docstring has the thread rule."""
+
+    def __init__(
+        self,
+        name: str,
+        initializer: Callable[..., Any] | None,
+        initargs: tuple[Any, ...],
+        max_tasks: int | None,
+        isolation: str,
+    ) -> None:
+        self.name = name
+        self.initializer = initializer
+        self.initargs = initargs
+        self.max_tasks = max_tasks
+        self.isolation = isolation
+        # Reentrant: the garbage collector may close a forgotten map() iterator,
+        # which cancels its tasks, on a thread that holds the lock.
+        self.lock = threading.RLock()
+        # -- under the lock:
+        self.queue: list[_Queued] = []
+        self.order = itertools.count()
+        self.workers: dict[int, _Worker] = {}
+        self.idle: list[_Worker] = []
+        self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "replaced": 0}
+        self.shutdown_requested = False
+        self.broken: BrokenIsolateError | None = None
+        # -- a set's own operations are atomic; tasks leave it once they are done:
+        self._unfinished: set[Task] = set()
+        # -- the collector's (and, before it starts, the constructor's):
+        self.next_index = itertools.count()
+        self.results = ReceivePort(f"pool {name}")
+        # The collector shares the GIL with the threads that submit and wait:
+        # spinning there would keep them from running.
+        self.results._spin_max = 0
+        self.results._spin = 0
+        self.all_gone = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pool_ref: weakref.ref[Pool] | None = None  # kept for its callback
+
+    def start(self, pool: Pool, size: int) -> None:
+        """Start ``size`` isolates, then the collector, which holds ``pool`` weakly."""
+        try:
+            for _ in range(size):
+                worker = self._spawn()
+                self.workers[worker.index] = worker
+        except BaseException:
+            for worker in self.workers.values():
+                worker.isolate.kill(IMMEDIATE)
+            for worker in self.workers.values():
+                worker.isolate.join(_JOIN_SECONDS)
+            self.results.close()
+            raise
+        self.pool_ref = weakref.ref(pool, self._pool_gone)
+        self.thread = threading.Thread(
+            target=_collect, args=(self,), name=f"subiso-pool-{self.name}", daemon=True
+        )
+        self.thread.start()
+
+    def _pool_gone(self, _: object) -> None:
+        """The Pool was collected (any thread, maybe one that holds the lock):
+        only post to the collector."""
+        self.results.send_port._send_item(_GONE_ITEM)
+
+    def _spawn(self) -> _Worker:
+        """Start one worker isolate (blocks until it runs; never under the lock)."""
+        index = next(self.next_index)
+        config = (self.results.send_port, index, self.initializer, self.initargs)
+        isolate = spawn_isolate(
+            _worker_main,
+            config,
+            on_exit=self.results.send_port,
+            exit_response=(_EXIT, index),
+            debug_name=f"{self.name}-{index}",
+            isolation=self.isolation,
+        )
+        return _Worker(index, isolate)
+
+    # -- user threads -------------------------------------------------------------------
+
+    def execute(self, task: Task, item: tuple[Any, ...]) -> None:
+        with self.lock:
+            if self.broken is not None:
+                raise _again(self.broken)
+            if self.shutdown_requested:
+                raise RuntimeError("cannot schedule new tasks after shutdown")
+            heapq.heappush(self.queue, _Queued(task.priority, next(self.order), task, item))
+            self._unfinished.add(task)
+            while self.idle and self.queue:
+                self._dispatch(self.idle.pop())
+
+    def _forget_queued(self, task: Task) -> None:
+        """A queued task was cancelled (it leaves the queue when its turn comes)."""
+        with self.lock:
+            self.counts["cancelled"] += 1
+        self._unfinished.discard(task)
+
+    def _cancel_running(self, task: Task) -> bool:
+        with self.lock:
+            worker = task._worker
+            if worker is None or worker.task is not task:
+                return False  # not running, or its end is already decided
+            self.counts["cancelled"] += 1
+            worker.task = None
+            worker.killed = True
+        worker.isolate.kill(IMMEDIATE)  # the collector replaces it when it has exited
+        task._force_cancel()
+        self._unfinished.discard(task)
+        return True
+
+    def stats(self, size: int) -> PoolStats:
+        with self.lock:
+            busy = sum(1 for w in self.workers.values() if w.task is not None)
+            return PoolStats(
+                size=size,
+                idle=len(self.idle),
+                busy=busy,
+                queued=len(self.queue),
+                **self.counts,
+            )
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        cancelled: list[_Queued] = []
+        with self.lock:
+            self.shutdown_requested = True
+            if cancel_futures:
+                cancelled, self.queue = self.queue, []
+            if not self.queue:
+                for worker in self.workers.values():
+                    if worker.task is None:
+                        self._retire(worker)
+            if not self.workers:
+                self.results.send_port._send_item(_WAKE_ITEM)  # the collector may leave
+        for entry in cancelled:
+            entry.task.cancel()
+        if wait and self.thread is not None and self.thread is not threading.current_thread():
+            self.all_gone.wait()  # (from a done-callback on the collector: it cannot wait)
+            self.thread.join()
+
+    # -- under the lock -----------------------------------------------------------------
+
+    def _dispatch(self, worker: _Worker) -> None:
+        """Give ``worker`` the most urgent queued task, or mark it idle."""
+        if worker.retiring or worker.killed or worker.inbox is None:
+            return
+        while self.queue:
+            entry = heapq.heappop(self.queue)
+            task = entry.task
+            if not task.set_running_or_notify_cancel():
+                continue
+            worker.task = task
+            task._worker = worker
+            worker.inbox._send_item(entry.item)
+            return
+        if self.shutdown_requested:
+            self._retire(worker)
+        elif worker not in self.idle:
+            self.idle.append(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.retiring = True
+        if worker.inbox is not None:
+            worker.inbox.send(None)
+
+    def _fail_queued(self, error: BaseException, endings: list[_Ending]) -> None:
+        while self.queue:
+            task = heapq.heappop(self.queue).task
+            if task.set_running_or_notify_cancel():
+                endings.append(_Ending(task, error))
+                self.counts["failed"] += 1
+
+    # -- the collector ------------------------------------------------------------------
+
+    def collect(self) -> None:
+        """Handle what arrives until the pool is shut down and its isolates are gone."""
+        receive = self.results._receive_item
+        while True:
+            message = self.read(receive(None))
+            self.handle(message)
+            # Only these can leave a shut-down pool without workers: shutdown()
+            # finds none (and wakes us), or the last one has ended.
+            if type(message) is _Exited or type(message) is _Wake:
+                with self.lock:
+                    if self.shutdown_requested and not self.workers:
+                        return
+
+    def read(self, item: tuple[Any, ...]) -> _Outcome | _Ready | _InitFailed | _Exited | _Wake:
+        """The record a results-port item carries; results and errors decoded."""
+        message = item[1] if item[0] == PLAIN else decode(item)
+        kind = message[0]
+        if kind == _VALUE:
+            return _Outcome(message[1], None, message[2])
+        if kind == _PICKLED:
+            try:
+                return _Outcome(message[1], None, decode(message[2]))
+            except BaseException as error:  # unpickling may run anything: the task's own fault
+                return _Outcome(message[1], _result_error(error), None)
+        if kind == _ERROR:
+            return _Outcome(message[1], decode_exception(message[2]), None)
+        if kind == _READY:
+            return _Ready(message[1], SendPort(*message[2]))
+        if kind == _EXIT:
+            return _Exited(message[1])
+        if kind == _INIT_FAILED:
+            return _InitFailed(message[1], decode_exception(message[2]))
+        if kind == _WAKE:
+            return _WAKE_UP
+        if kind == _GONE:
+            return _POOL_GONE
+        raise ValueError(f"a pool's results port got an unknown message {message!r}")
+
+    def handle(self, message: _Outcome | _Ready | _InitFailed | _Exited | _Wake) -> None:
+        """Act on one message (the collector's per-message handler)."""
+        if isinstance(message, _Outcome):
+            self._finish(message)
+        elif isinstance(message, _Ready):
+            self._ready(message)
+        elif isinstance(message, _Exited):
+            self._exited(message)
+        elif isinstance(message, _InitFailed):
+            with self.lock:  # the worker ends next; _exited fails the queue
+                self.broken = BrokenIsolateError(f"a pool initializer raised: {message.error!r}")
+        elif message.pool_gone:
+            self.shutdown(wait=False, cancel_futures=False)
+
+    def _finish(self, outcome: _Outcome) -> None:
+        with self.lock:
+            worker = self.workers.get(outcome.worker)
+            if worker is None:
+                return  # a late word from a worker already gone
+            task, worker.task = worker.task, None
+            worker.done += 1
+            if task is not None:
+                self.counts["completed" if outcome.error is None else "failed"] += 1
+            if self.max_tasks is not None and worker.done >= self.max_tasks:
+                self._retire(worker)
+            else:
+                self._dispatch(worker)
+        if task is not None:
+            _end(task, outcome.error, outcome.value)
+
+    def _ready(self, ready: _Ready) -> None:
+        with self.lock:
+            worker = self.workers.get(ready.worker)
+            if worker is None:
+                return
+            worker.inbox = ready.inbox
+            if worker.retiring:  # retired (by a shutdown) before it could hear it
+                self._retire(worker)
+            else:
+                self._dispatch(worker)
+
+    def _exited(self, exited: _Exited) -> None:
+        endings: list[_Ending] = []
+        replace = False
+        with self.lock:
+            worker = self.workers.pop(exited.worker, None)
+            if worker is None:
+                return
+            if worker.killed or not worker.retiring:
+                self.counts["replaced"] += 1
+            if worker in self.idle:
+                self.idle.remove(worker)
+            task, worker.task = worker.task, None
+            if task is not None:
+                died = BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
+                endings.append(_Ending(task, died))
+                self.counts["failed"] += 1
+            if self.broken is not None:
+                self._fail_queued(_again(self.broken), endings)
+                if not self.workers:
+                    self.shutdown_requested = True
+            else:
+                replace = not self.shutdown_requested or bool(self.queue)
+        _end_all(endings)
+        worker.isolate.join(_JOIN_SECONDS)
+        if replace:
+            self._replace()
+
+    def _replace(self) -> None:
+        """Start a worker in place of one that ended."""
+        try:
+            worker = self._spawn()
+        except Exception as error:  # the process is exiting, or isolates cannot start
+            endings: list[_Ending] = []
+            with self.lock:
+                self.broken = BrokenIsolateError(f"cannot replace a pool isolate: {error}")
+                self._fail_queued(_again(self.broken), endings)
+                if not self.workers:
+                    self.shutdown_requested = True
+            _end_all(endings)
+            return
+        with self.lock:
+            self.workers[worker.index] = worker
+
+    def break_down(self, cause: BaseException) -> None:
+        """The safety net: the collector failed, so nothing would complete the
+        pool's tasks. Fail them all, stop the isolates, refuse new work."""
+        error = BrokenServiceError("pool collector", f"{type(cause).__name__}: {cause}")
+        error.__cause__ = cause
+        _log.error(
+            "the collector of pool %s failed; its tasks fail with BrokenServiceError",
+            self.name,
+            exc_info=cause,
+        )
+        with self.lock:
+            self.broken = error
+            self.shutdown_requested = True
+            for entry in self.queue:
+                try:
+                    entry.task.set_running_or_notify_cancel()  # a cancelled one hears it now
+                except RuntimeError:
+                    pass  # not pending (the collector failed while it dispatched it)
+            self.queue = []
+            workers = list(self.workers.values())
+            self.workers.clear()
+            self.idle.clear()
+            for worker in workers:
+                worker.task = None
+            failing = list(self._unfinished)
+            self.counts["failed"] += len(failing)
+        for task in failing:
+            _end(task, error)
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for worker in workers:
+            worker.isolate.kill(IMMEDIATE)
+        for worker in workers:
+            worker.isolate.join(max(0.0, deadline - time.monotonic()))
+
+
+def _collect(core: _Core) -> None:
+    """The collector thread: the loop, and the one safety net around it."""
+    try:
+        try:
+            core.collect()
+        except BaseException as error:
+            core.break_down(error)
+    finally:
+        core.results.close()
+        core.all_gone.set()
+
+
 class Pool(_ExecutorFace):
     """A pool of long-lived isolates; a ``concurrent.futures.Executor``.
 
@@ -313,149 +803,15 @@ class Pool(_ExecutorFace):
             raise ValueError("max_tasks_per_isolate must be at least 1")
         self.size = size
         self.debug_name = debug_name
-        self._initializer = initializer
-        self._initargs = initargs
-        self._max_tasks = max_tasks_per_isolate
-        self._isolation = isolation
-        self._lock = threading.RLock()  # future callbacks may call back into the pool
-        self._queue: list[tuple[int, int, Task, tuple[Any, ...]]] = []
-        self._order = itertools.count()
-        self._workers: dict[int, _Worker] = {}
-        self._idle: list[_Worker] = []
-        self._next_index = itertools.count()
-        self._counts = {"completed": 0, "failed": 0, "cancelled": 0, "replaced": 0}
-        self._shutdown = False
-        self._broken: str | None = None
-        self._results = ReceivePort(f"pool {debug_name or ''}".strip())
         self._functions: dict[Any, bytes] = {}
-        # The collector shares the GIL with the threads that submit and wait:
-        # spinning there would keep them from running.
-        self._results._spin_max = 0
-        self._results._spin = 0
-        self._collector = threading.Thread(
-            target=self._collect, name=f"subiso-pool-{debug_name or id(self)}", daemon=True
+        self._core = _Core(
+            debug_name or str(id(self)),
+            initializer,
+            initargs,
+            max_tasks_per_isolate,
+            isolation,
         )
-        self._all_gone = threading.Event()
-        try:
-            for _ in range(size):
-                self._start_worker()
-        except BaseException:
-            self._results.close()
-            raise
-        self._collector.start()
-
-    # -- workers ------------------------------------------------------------------
-
-    def _start_worker(self) -> None:
-        index = next(self._next_index)
-        config = (self._results.send_port, index, self._initializer, self._initargs)
-        name = f"{self.debug_name or 'pool'}-{index}"
-        isolate = spawn_isolate(
-            _worker_main,
-            config,
-            on_exit=self._results.send_port,
-            exit_response=("exit", index),
-            debug_name=name,
-            isolation=self._isolation,
-        )
-        self._workers[index] = _Worker(index, isolate)
-
-    def _collect(self) -> None:
-        receive = self._results._receive_item
-        while True:
-            message = decode(receive(None))
-            kind, index = message[0], message[1]
-            with self._lock:
-                worker = self._workers.get(index)
-                if worker is None:
-                    pass  # a late word from a worker already gone, or the shutdown wake-up
-                elif kind == "ready":
-                    worker.inbox = message[2]
-                    if worker.retiring:  # retired (by a shutdown) before it could hear it
-                        self._retire(worker)
-                    else:
-                        self._dispatch(worker)
-                elif kind in ("ok", "err"):
-                    self._finish(worker, kind, message[2])
-                elif kind == "initfail":
-                    self._broken = f"a pool initializer raised: {decode_exception(message[2])!r}"
-                elif kind == "exit":
-                    self._worker_exited(worker)
-                if self._shutdown and not self._workers:
-                    break
-        self._results.close()
-        self._all_gone.set()
-
-    def _finish(self, worker: _Worker, kind: str, payload: Any) -> None:
-        task, worker.task = worker.task, None
-        worker.done += 1
-        if task is not None and not task.done():
-            if kind == "ok":
-                task.set_result(payload)
-                self._counts["completed"] += 1
-            else:
-                task.set_exception(decode_exception(payload))
-                self._counts["failed"] += 1
-        if self._max_tasks is not None and worker.done >= self._max_tasks:
-            self._retire(worker)
-            return
-        self._dispatch(worker)
-
-    def _retire(self, worker: _Worker) -> None:
-        worker.retiring = True
-        if worker.inbox is not None:
-            worker.inbox.send(None)
-
-    def _worker_exited(self, worker: _Worker) -> None:
-        if worker.killed or not worker.retiring:
-            self._counts["replaced"] += 1
-        del self._workers[worker.index]
-        if worker in self._idle:
-            self._idle.remove(worker)
-        task, worker.task = worker.task, None
-        if task is not None and not task.done():
-            task.set_exception(
-                BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
-            )
-            self._counts["failed"] += 1
-        worker.isolate.join(60)
-        if self._broken is not None:
-            self._fail_queued(BrokenIsolateError(self._broken))
-            if not self._workers:
-                self._shutdown = True
-            return
-        if not self._shutdown or self._queue:
-            try:
-                self._start_worker()
-            except Exception as error:  # the process is exiting, or isolates cannot start
-                self._broken = f"cannot replace a pool isolate: {error}"
-                self._fail_queued(BrokenIsolateError(self._broken))
-                if not self._workers:
-                    self._shutdown = True
-
-    def _dispatch(self, worker: _Worker) -> None:
-        """Give ``worker`` the most urgent queued task, or mark it idle."""
-        if worker.retiring or worker.killed or worker.inbox is None:
-            return
-        while self._queue:
-            _, _, task, item = heapq.heappop(self._queue)
-            if not task.set_running_or_notify_cancel():
-                continue
-            worker.task = task
-            task._worker = worker
-            worker.inbox._send_item(item)
-            return
-        if self._shutdown:
-            self._retire(worker)
-        elif worker not in self._idle:
-            self._idle.append(worker)
-
-    def _fail_queued(self, error: BaseException) -> None:
-        while self._queue:
-            _, _, task, _ = heapq.heappop(self._queue)
-            if task.set_running_or_notify_cancel():
-                task.set_exception(error)
-                self._counts["failed"] += 1
+        self._core.start(self, size)
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -473,20 +829,14 @@ class Pool(_ExecutorFace):
             NotSendableError: ``fn`` or an argument cannot cross.
             RuntimeError: the pool is shut down.
             BrokenIsolateError: the pool's initializer failed.
+            BrokenServiceError: the pool's collector failed (a BrokenIsolateError).
         """
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         priority = Priority(priority)
         item = self._encode_task(fn, tuple(args), kwargs)
-        task = Task(self, priority)
-        with self._lock:
-            if self._broken is not None:
-                raise BrokenIsolateError(self._broken)
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
-            heapq.heappush(self._queue, (priority, next(self._order), task, item))
-            while self._idle and self._queue:
-                self._dispatch(self._idle.pop())
+        task = Task(self._core, priority)
+        self._core.execute(task, item)
         return task
 
     def _encode_task(
@@ -512,54 +862,16 @@ class Pool(_ExecutorFace):
             return chunksize
         return max(1, min(MAP_BATCH, calls // (self.size * 4)))
 
-    def _forget_queued(self, task: Task) -> None:
-        with self._lock:
-            self._counts["cancelled"] += 1
-
-    def _cancel_running(self, task: Task) -> bool:
-        with self._lock:
-            worker = task._worker
-            if worker is None or worker.task is not task or task.done():
-                return False
-            if not task._force_cancel():
-                return False
-            self._counts["cancelled"] += 1
-            worker.task = None
-            worker.killed = True
-        worker.isolate.kill(IMMEDIATE)  # the collector replaces it when it has exited
-        return True
-
     # -- state and shutdown -----------------------------------------------------------
 
     def stats(self) -> PoolStats:
-        with self._lock:
-            busy = sum(1 for w in self._workers.values() if w.task is not None)
-            return PoolStats(
-                size=self.size,
-                idle=len(self._idle),
-                busy=busy,
-                queued=len(self._queue),
-                **self._counts,
-            )
+        return self._core.stats(self.size)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking tasks; finish the queued ones (or cancel them), then stop
-        the isolates. With ``wait``, return once they are gone."""
-        with self._lock:
-            self._shutdown = True
-            if cancel_futures:
-                while self._queue:
-                    _, _, task, _ = heapq.heappop(self._queue)
-                    task.cancel()
-            if not self._queue:
-                for worker in list(self._workers.values()):
-                    if worker.task is None:
-                        self._retire(worker)
-            if not self._workers:
-                self._results.send_port.send(("exit", -1))  # wake the collector to leave
-        if wait:
-            self._all_gone.wait()
-            self._collector.join()
+        the isolates. With ``wait``, return once they are gone (at once if the
+        pool's collector failed, or when called from a task's done-callback)."""
+        self._core.shutdown(wait, cancel_futures)
 
     def __repr__(self) -> str:
         name = f" {self.debug_name!r}" if self.debug_name else ""

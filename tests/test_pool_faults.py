@@ -1,0 +1,318 @@
+"""Pool faults: results that cannot come back, callbacks that call back, a
+forgotten pool, and a collector that breaks."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import weakref
+
+import helpers
+import pytest
+
+import subiso
+from subiso import _isolate, _pool
+
+T = 30
+
+
+def _task_functions():
+    """Functions for pool isolates, sent by value (their qualnames hold
+    ``<locals>``), so that an isolate need not import this test module."""
+
+    def gated(port, then="return"):
+        """Send a gate port on ``port``, wait for a word on it, then end as ``then``."""
+        import subiso
+
+        gate = subiso.ReceivePort()
+        port.send(gate.send_port)
+        word = gate.receive(timeout=60)
+        gate.close()
+        if then == "raise":
+            raise ValueError(word)
+        if then == "die":
+            subiso.Isolate.exit()
+        return word
+
+    def loads_by_raising():
+        """A result that pickles, but whose unpickling raises ValueError."""
+
+        class Unloadable:
+            def __reduce__(self):
+                return (int, ("not a number",))
+
+        return Unloadable()
+
+    def of_a_ghost_module():
+        """An instance of a class of a module that exists in this isolate only."""
+        import sys
+        import types
+
+        module = types.ModuleType("subiso_test_ghost")
+
+        class Ghost:
+            pass
+
+        Ghost.__module__ = module.__name__
+        Ghost.__qualname__ = "Ghost"
+        module.Ghost = Ghost
+        sys.modules[module.__name__] = module
+        return Ghost()
+
+    return gated, loads_by_raising, of_a_ghost_module
+
+
+gated, loads_by_raising, of_a_ghost_module = _task_functions()
+
+
+def _shut_down_in_time(pool, timeout=T):
+    """``pool.shutdown()`` on a helper thread; whether it returned in time."""
+    thread = threading.Thread(target=pool.shutdown, name="test-pool-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
+class _Probe:
+    """A done-callback that asks whether another thread can use the pool
+    while the callback runs (it cannot if the callback runs under the
+    pool's lock)."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.answers = []
+        self.threads = []
+        self.called = threading.Event()
+
+    def __call__(self, task):
+        answered = threading.Event()
+
+        def ask():
+            self.pool.stats()
+            answered.set()
+
+        thread = threading.Thread(target=ask, name="test-pool-probe")
+        self.threads.append(thread)
+        thread.start()
+        self.answers.append(answered.wait(T))
+        self.called.set()
+
+    def join(self):
+        for thread in self.threads:
+            thread.join(T)
+        return self.answers
+
+
+# -- results that cannot be unpickled ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [(loads_by_raising, ValueError), (of_a_ghost_module, ModuleNotFoundError)],
+    ids=["reduce-raises", "ghost-class"],
+)
+def test_a_result_that_cannot_be_unpickled_fails_its_task_only(make, cause):
+    pool = subiso.Pool(1, debug_name="unloadable")
+    try:
+        with pytest.raises(subiso.NotSendableError, match="could not be unpickled") as info:
+            pool.submit(make).result(timeout=T)
+        assert isinstance(info.value.__cause__, cause)
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9  # the pool goes on
+        stats = pool.stats()
+        assert stats.failed == 1 and stats.completed == 1 and stats.replaced == 0
+    finally:
+        assert _shut_down_in_time(pool)
+
+
+def test_a_map_with_an_unloadable_result_fails_at_that_batch():
+    with subiso.Pool(2) as pool:
+        results = pool.map(
+            lambda x: loads_by_raising() if x == 50 else x, range(100), chunksize=10, timeout=T
+        )
+        assert [next(results) for _ in range(50)] == list(range(50))
+        with pytest.raises(subiso.NotSendableError, match="could not be unpickled"):
+            next(results)
+        assert list(pool.map(helpers.square, range(10))) == [i * i for i in range(10)]
+
+
+# -- no user callback under the pool's lock, no lock across blocking calls ---------
+
+
+def test_done_callbacks_that_submit_to_each_others_pools_do_not_deadlock():
+    a = subiso.Pool(1, debug_name="a")
+    b = subiso.Pool(1, debug_name="b")
+    both_in_callbacks = threading.Barrier(2, timeout=T)
+    followups = {}
+    submitted = {"a": threading.Event(), "b": threading.Event()}
+    errors = []
+
+    def submit_to(name, other, x):
+        def callback(task):
+            try:
+                both_in_callbacks.wait()  # each collector now runs a callback
+                followups[name] = other.submit(helpers.square, x)
+            except BaseException as error:
+                errors.append(error)
+            submitted[name].set()
+
+        return callback
+
+    try:
+        with subiso.ReceivePort() as port:
+            first_a = a.submit(gated, port.send_port)
+            first_b = b.submit(gated, port.send_port)
+            first_a.add_done_callback(submit_to("a", b, 2))
+            first_b.add_done_callback(submit_to("b", a, 3))
+            gates = [port.receive(timeout=T) for _ in range(2)]
+            for gate in gates:
+                gate.send("go")
+            assert first_a.result(timeout=T) == first_b.result(timeout=T) == "go"
+            assert submitted["a"].wait(T) and submitted["b"].wait(T), "the pools deadlocked"
+            assert not errors
+            assert sorted(task.result(timeout=T) for task in followups.values()) == [4, 9]
+    finally:
+        assert _shut_down_in_time(a) and _shut_down_in_time(b)
+
+
+@pytest.mark.parametrize("end", ["return", "raise", "die", "cancel"])
+def test_a_done_callback_runs_without_the_pools_lock(end):
+    pool = subiso.Pool(1)
+    probe = _Probe(pool)
+    try:
+        with subiso.ReceivePort() as port:
+            task = pool.submit(gated, port.send_port, end)
+            task.add_done_callback(probe)
+            gate = port.receive(timeout=T)  # the task runs: the callback waits for its end
+            if end == "cancel":
+                assert task.cancel()
+            else:
+                gate.send("go")
+            assert probe.called.wait(T)
+            assert probe.join() == [True]
+            assert pool.submit(helpers.square, 2).result(timeout=T) == 4
+    finally:
+        assert _shut_down_in_time(pool)
+
+
+def test_shutdown_cancels_queued_tasks_without_the_pools_lock():
+    pool = subiso.Pool(1)
+    probe = _Probe(pool)
+    try:
+        with subiso.ReceivePort() as port:
+            running = pool.submit(gated, port.send_port)
+            gate = port.receive(timeout=T)
+            queued = pool.submit(helpers.square, 3)
+            queued.add_done_callback(probe)
+            pool.shutdown(wait=False, cancel_futures=True)
+            assert queued.cancelled()
+            assert probe.join() == [True]
+            gate.send("go")
+            assert running.result(timeout=T) == "go"
+    finally:
+        assert _shut_down_in_time(pool)
+
+
+def test_shutdown_from_a_done_callback_does_not_hang():
+    pool = subiso.Pool(1)
+    returned = threading.Event()
+
+    def shut_down(task):
+        pool.shutdown()  # on the collector's thread: it cannot wait for itself
+        returned.set()
+
+    try:
+        task = pool.submit(helpers.square, 5)
+        task.add_done_callback(shut_down)
+        assert task.result(timeout=T) == 25
+        assert returned.wait(T)
+    finally:
+        assert _shut_down_in_time(pool)
+
+
+def test_the_pool_is_usable_while_a_replacement_isolate_starts(monkeypatch):
+    spawn = _pool.spawn_isolate
+    armed = False
+    entered = threading.Event()
+    release = threading.Event()
+
+    def gated_spawn(*args, **kwargs):
+        if armed:
+            entered.set()
+            release.wait(T)
+        return spawn(*args, **kwargs)
+
+    monkeypatch.setattr(_pool, "spawn_isolate", gated_spawn)
+    pool = subiso.Pool(1)
+    probe = _Probe(pool)
+    try:
+        armed = True
+        with pytest.raises(subiso.BrokenIsolateError):
+            pool.submit(helpers.die).result(timeout=T)
+        assert entered.wait(T)  # the collector is starting the replacement
+        probe(None)
+        assert probe.join() == [True]
+        queued = pool.submit(helpers.square, 7)  # accepted while the isolate starts
+        release.set()
+        assert queued.result(timeout=T) == 49
+        assert pool.stats().replaced == 1
+    finally:
+        release.set()
+        assert _shut_down_in_time(pool)
+
+
+# -- a pool nobody references --------------------------------------------------------
+
+
+def _forgotten_pool():
+    pool = subiso.Pool(1, debug_name="forgotten")
+    task = pool.submit(helpers.square, 3)
+    (collector,) = [t for t in threading.enumerate() if t.name == "subiso-pool-forgotten"]
+    return weakref.ref(pool), task, collector
+
+
+def test_a_pool_nobody_references_is_collected_and_its_isolates_stop():
+    pool_ref, task, collector = _forgotten_pool()
+    gc.collect()
+    assert pool_ref() is None
+    assert task.result(timeout=T) == 9  # work taken before still completes
+    collector.join(T)
+    assert not collector.is_alive()
+    assert _isolate.settle(T)
+
+
+# -- the collector's safety net ------------------------------------------------------
+
+
+def test_a_collector_fault_fails_every_waiter_and_breaks_the_pool(monkeypatch, caplog):
+    pool = subiso.Pool(2, debug_name="faulty")
+    (collector,) = [t for t in threading.enumerate() if t.name == "subiso-pool-faulty"]
+    probe = _Probe(pool)
+    try:
+        with subiso.ReceivePort() as port:
+            running = [pool.submit(gated, port.send_port) for _ in range(2)]
+            gates = [port.receive(timeout=T) for _ in range(2)]  # both isolates are busy
+            queued = [pool.submit(helpers.square, i) for i in range(3)]
+            queued[0].add_done_callback(probe)
+
+            def handle(self, message):
+                raise RuntimeError("injected fault")
+
+            monkeypatch.setattr(_pool._Core, "handle", handle)
+            with caplog.at_level(logging.ERROR, logger="subiso"):
+                gates[0].send("go")  # its result is the first message the collector fails on
+                for task in running + queued:
+                    with pytest.raises(subiso.BrokenServiceError, match="pool collector") as info:
+                        task.result(timeout=T)
+                    assert info.value.service == "pool collector"
+                    assert isinstance(info.value.__cause__, RuntimeError)
+                collector.join(T)
+                assert not collector.is_alive()
+            with pytest.raises(subiso.BrokenServiceError, match="injected fault") as info:
+                pool.submit(helpers.square, 1)
+            assert isinstance(info.value.__cause__, RuntimeError)
+            assert probe.join() == [True]
+    finally:
+        assert _shut_down_in_time(pool)
+    (record,) = [r for r in caplog.records if r.name == "subiso" and r.levelno == logging.ERROR]
+    assert isinstance(record.exc_info[1], RuntimeError)
