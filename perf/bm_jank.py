@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import photos
 
 import subiso
-from subiso import _isolate
+from subiso import _run
 
 FRAME = 1 / 60
 AFTER = 1.0  # seconds watched after the work returns
@@ -62,7 +62,7 @@ async def _watch(work) -> dict[str, float]:
 
     watch = GcWatch()
     gc.callbacks.append(watch)
-    _isolate.delivery_log = []
+    _run.delivery_log = []
     try:
         tick = asyncio.create_task(ticker())
         await asyncio.sleep(0.1)
@@ -75,7 +75,7 @@ async def _watch(work) -> dict[str, float]:
         del result  # freeing 211,640 objects is the caller's business, not watched
     finally:
         gc.callbacks.remove(watch)
-        slices, _isolate.delivery_log = _isolate.delivery_log, None
+        slices, _run.delivery_log = _run.delivery_log, None
     pure_slices = [
         (end - start) - sum(max(0.0, min(end, ge) - max(start, gs)) for gs, ge in watch.pauses)
         for start, end in slices

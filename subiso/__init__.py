@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from ._exceptions import PortClosedError as PortClosedError
     from ._exceptions import RemoteError as RemoteError
     from ._isolate import Isolate as Isolate
-    from ._isolate import compute as compute
-    from ._isolate import compute_async as compute_async
-    from ._isolate import run as run
-    from ._isolate import run_async as run_async
     from ._names import IsolateNameServer as IsolateNameServer
     from ._pool import Pool as Pool
     from ._pool import PoolStats as PoolStats
@@ -36,6 +32,10 @@ if TYPE_CHECKING:
     from ._ports import RawReceivePort as RawReceivePort
     from ._ports import ReceivePort as ReceivePort
     from ._ports import SendPort as SendPort
+    from ._run import compute as compute
+    from ._run import compute_async as compute_async
+    from ._run import run as run
+    from ._run import run_async as run_async
     from ._runtime import BEFORE_NEXT_EVENT as BEFORE_NEXT_EVENT
     from ._runtime import IMMEDIATE as IMMEDIATE
     from ._runtime import Capability as Capability
@@ -63,11 +63,11 @@ _EXPORTS = {
     "SendPort": "_ports",
     "Task": "_pool",
     "TransferableBuffer": "_wire",
-    "compute": "_isolate",
-    "compute_async": "_isolate",
+    "compute": "_run",
+    "compute_async": "_run",
     "host": "_host",
-    "run": "_isolate",
-    "run_async": "_isolate",
+    "run": "_run",
+    "run_async": "_run",
 }
 
 __all__ = tuple(sorted(_EXPORTS))

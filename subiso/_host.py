@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 
-from . import _isolate
+from . import _hub
+from ._drive import drive, drive_async
 from ._runtime import Runtime
 from ._wire import encode, encode_exception
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import ThreadPoolExecutor
     from typing import Any
+
+    from ._ports import SendPort
 
 __all__ = ("call", "call_async", "register", "unregister")
 
@@ -82,10 +85,10 @@ def _run(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any) -
         reply._send_item(item)
 
 
-def serve(request: tuple[Any, ...]) -> None:
+def serve(payload: tuple[Any, ...], reply: SendPort) -> None:
     """Run a call from an isolate on the host pool (called on the hub thread)."""
     global _executor
-    _, name, args, kwargs, reply = request
+    name, args, kwargs = payload
     with _lock:
         if _executor is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -104,7 +107,7 @@ def call(name: str, /, *args: Any, **kwargs: Any) -> Any:
     """
     if Runtime.current is None:
         return _handler(name)(*args, **kwargs)
-    return _isolate.hub_request("host", name, args, kwargs)
+    return drive(_hub.asking("host", name, args, kwargs))
 
 
 async def call_async(name: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -116,4 +119,4 @@ async def call_async(name: str, /, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
             None, lambda: handler(*args, **kwargs)
         )
-    return await _isolate.hub_request_async("host", name, args, kwargs)
+    return await drive_async(_hub.asking("host", name, args, kwargs))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from . import _isolate
+from . import _hub
+from ._drive import drive
 from ._ports import SendPort
 from ._runtime import Runtime
 from ._wire import encode_exception
@@ -50,9 +51,9 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-def serve(request: tuple[Any, ...]) -> None:
+def serve(payload: tuple[Any, ...], reply: SendPort) -> None:
     """Answer a name request from an isolate (on the hub thread)."""
-    _, operation, args, reply = request
+    operation, args = payload
     try:
         reply.send(("ok", _OPERATIONS[operation](*args)))
     except BaseException as error:
@@ -62,7 +63,7 @@ def serve(request: tuple[Any, ...]) -> None:
 def _call(operation: str, *args: Any) -> Any:
     if Runtime.current is None:
         return _OPERATIONS[operation](*args)
-    return _isolate.hub_request("names", operation, args)
+    return drive(_hub.asking("names", operation, args))
 
 
 def _check_name(name: object) -> str:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import _thread
 import sys
 from os import urandom as _urandom
+from typing import NamedTuple, cast
 
 from . import _backend, _ports
 from ._backend import EMPTY
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
 from ._wire import (
-    PLAIN,
     decode,
     describe_error,
     encode,
@@ -87,6 +87,60 @@ def _capability(token: bytes) -> Capability:
     return capability
 
 
+# -- control requests: what travels on an isolate's control port --------------
+
+
+class Start(NamedTuple):
+    """Give a waiting isolate its work: one call ("run") or an entry ("spawn")."""
+
+    kind: str
+    debug_name: str | None
+    pause_cap: Capability | None
+    terminate_cap: Capability | None
+    notify: SendPort  # gets ("started",), the run's result, or why it did not start
+    payload: tuple[Any, ...]
+
+
+class Kill(NamedTuple):
+    capability: object
+    priority: int
+
+
+class Ping(NamedTuple):
+    port: SendPort
+    response: object
+    priority: int
+
+
+class Pause(NamedTuple):
+    capability: object
+
+
+class Resume(NamedTuple):
+    capability: object
+
+
+class AddExitListener(NamedTuple):
+    port: SendPort
+    response: object
+
+
+class RemoveExitListener(NamedTuple):
+    port: SendPort
+
+
+class AddErrorListener(NamedTuple):
+    port: SendPort
+
+
+class RemoveErrorListener(NamedTuple):
+    port: SendPort
+
+
+class SetErrorsFatal(NamedTuple):
+    flag: bool
+
+
 class IsolateKilled(BaseException):
     """Raised into an isolate's thread to stop it; never seen outside."""
 
@@ -123,7 +177,7 @@ class Runtime:
         _Local.keepalive_changed = self._wake_loop
         self.job_ready = _thread.allocate_lock()
         self.job_ready.acquire()
-        self.job: Any = None
+        self.job: Start | None = None
         self.thread_id = _thread.get_ident()
         self.killed = False
         self.exiting = False
@@ -143,7 +197,7 @@ class Runtime:
         self.loop: Any = None  # the asyncio loop, when the entry is async
         self.done_event: Any = None  # set when the asyncio loop may finish
         self.later: list[Any] = []  # actions for the loop (BEFORE_NEXT_EVENT pings)
-        self.refused: list[Any] = []  # start commands that came too late
+        self.refused: list[Start] = []  # start commands that came too late
         self.stopping = False  # the control thread ends (teardown)
         Runtime.current = self
 
@@ -161,44 +215,47 @@ class Runtime:
                 continue
             self.apply(decode(item))  # type: ignore[arg-type]
 
-    def apply(self, request: tuple[Any, ...]) -> None:
+    def apply(self, request: object) -> None:
         """Carry out one control request (on the control thread, or on the
         isolate's thread when its loop drains requests before an event)."""
-        kind = request[0]
-        if kind == "start":
+        kind = type(request)
+        if kind is Start:
             if self.exiting or self.job is not None or not self.job_ready.locked():
-                self.refused.append(request)  # teardown tells its sender
+                self.refused.append(cast("Start", request))  # teardown tells its sender
             else:
-                self.job = request
+                self.job = cast("Start", request)
                 self.job_ready.release()
-        elif kind == "kill":
-            _, capability, priority = request
-            if capability == self.terminate_cap:
-                self.kill(priority)
-        elif kind == "ping":
-            _, port, response, priority = request
+        elif kind is Kill:
+            kill = cast("Kill", request)
+            if kill.capability == self.terminate_cap:
+                self.kill(kill.priority)
+        elif kind is Ping:
+            port, response, priority = cast("Ping", request)
             if priority == IMMEDIATE:
                 port.send(response)
             else:
                 self._later(lambda: port.send(response))
-        elif kind == "pause":
-            self.paused[request[1]] = 1
-        elif kind == "resume":
-            self.paused.pop(request[1], None)
+        elif kind is Pause:
+            self.paused[cast("Pause", request).capability] = 1
+        elif kind is Resume:
+            self.paused.pop(cast("Resume", request).capability, None)
             self._wake_loop()
-        elif kind == "add_exit":
-            _, port, response = request
+        elif kind is AddExitListener:
+            port, response = cast("AddExitListener", request)
             self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != port]
             self.exit_listeners.append((port, response))
-        elif kind == "remove_exit":
-            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != request[1]]
-        elif kind == "add_error":
-            if request[1] not in self.error_listeners:
-                self.error_listeners.append(request[1])
-        elif kind == "remove_error":
-            self.error_listeners = [p for p in self.error_listeners if p != request[1]]
-        elif kind == "fatal":
-            self.errors_fatal = bool(request[1])
+        elif kind is RemoveExitListener:
+            port = cast("RemoveExitListener", request).port
+            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != port]
+        elif kind is AddErrorListener:
+            port = cast("AddErrorListener", request).port
+            if port not in self.error_listeners:
+                self.error_listeners.append(port)
+        elif kind is RemoveErrorListener:
+            port = cast("RemoveErrorListener", request).port
+            self.error_listeners = [p for p in self.error_listeners if p != port]
+        elif kind is SetErrorsFatal:
+            self.errors_fatal = bool(cast("SetErrorsFatal", request).flag)
 
     def _later(self, action: Any) -> None:
         self.later.append(action)
@@ -440,17 +497,15 @@ class Runtime:
             self.before_event()
         if self.exiting:
             return
-        is_async = _is_coroutine_function(entry)
+        if _is_coroutine_function(entry):
+            self.run_async(self._async_entry(entry, message))
+            return
         try:
-            result = self.call_user(entry, message) if not is_async else None
-            if is_async:
-                self.run_async(self._async_entry(entry, message))
-                return
+            self.call_user(entry, message)  # what the entry returns is dropped, as in Dart
         except (IsolateKilled, _IsolateExit):
             raise
         except BaseException as error:
             self.report_error(error)
-        del result
         self.serve()
 
     async def _async_entry(self, entry: Any, message: Any) -> None:
@@ -464,6 +519,14 @@ class Runtime:
 
 
 def _is_coroutine_function(fn: Any) -> bool:
+    """``inspect.iscoroutinefunction`` without importing inspect in every isolate."""
+    from functools import partial
+
+    while isinstance(fn, partial):
+        fn = fn.func
+    if getattr(fn, "_is_coroutine_marker", None) is not None:  # inspect.markcoroutinefunction
+        return True
+    fn = getattr(fn, "__func__", fn)  # a bound method
     code = getattr(fn, "__code__", None)
     return code is not None and bool(code.co_flags & 0x180)  # CO_COROUTINE | CO_ITERABLE_COROUTINE
 
@@ -483,13 +546,13 @@ def main(params: tuple[Any, ...]) -> None:
 
 
 def _life(runtime: Runtime) -> None:
-    _backend.queue_put(runtime.hub_qid, (PLAIN, ("ready", runtime.ctl_qid)))  # warm now
-    _Local.sent_to.add(runtime.hub_qid)
-    _backend.wake(_Process.hub_wfd)
+    from . import _hub
+
+    _hub.post_ready(runtime)  # warm now
     runtime.job_ready.acquire()
     if runtime.job is None:
         return
-    _, kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, payload = (
+    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, payload = (
         runtime.job
     )
     runtime.job = None
@@ -547,21 +610,23 @@ def _teardown(runtime: Runtime, control: Any) -> None:
 
 def _drain_control(runtime: Runtime) -> None:
     """Answer what was asked of this isolate after it began to exit: a start
-    command is told the isolate exited, an exit listener hears it now."""
-    pending = runtime.refused + ([runtime.job] if runtime.job is not None else [])
+    command is told the isolate exited, an exit listener hears it now. (A
+    request that arrives after this last look is one made after the exit:
+    as in Dart, it gets no answer.)"""
+    pending: list[Start] = runtime.refused + ([runtime.job] if runtime.job is not None else [])
     runtime.refused = []
     while (item := _backend.queue_get(runtime.ctl_qid)) is not EMPTY:
         try:
             request = decode(item)  # type: ignore[arg-type]
         except BaseException:
-            continue
-        if request[0] == "start":
+            continue  # a request this isolate cannot load: as if never sent
+        if type(request) is Start:
             pending.append(request)
-        elif request[0] in ("add_exit", "remove_exit"):
+        elif type(request) in (AddExitListener, RemoveExitListener):
             runtime.apply(request)
     runtime.job = None
-    for request in pending:
-        request[5].send(("exit",))
+    for start in pending:
+        start.notify.send(("exit",))
 
 
 def exit_current(port: SendPort | None, message: object) -> None:

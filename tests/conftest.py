@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from subiso import _backend, _isolate
+from subiso import _backend, _hub
 from subiso._ports import _Local
 
 SETTLE_SECONDS = 20
@@ -27,7 +27,7 @@ def _our_threads() -> set[threading.Thread]:
 
 
 def _hub_state() -> str:
-    hub = _isolate._hub
+    hub = _hub.current_hub()
     if hub is None:
         return "no hub"
     zombies = [(i, [(q, _backend.queue_count(q)) for q in qs]) for i, qs in hub.zombies]
@@ -43,7 +43,7 @@ def no_leaks():
     threads_before = set(threading.enumerate())
     ports_before = set(_Local.ports)
     yield
-    assert _isolate.settle(SETTLE_SECONDS), f"isolates were left behind: {_hub_state()}"
+    assert _hub.settle(SETTLE_SECONDS), f"isolates were left behind: {_hub_state()}"
     leaked_threads = [
         t
         for t in set(threading.enumerate()) - threads_before
@@ -51,7 +51,7 @@ def no_leaks():
         and not t.name.startswith("subiso-host")  # the host-call pool lives on
     ]
     assert not leaked_threads, f"threads left behind: {leaked_threads}"
-    hub = _isolate._hub
+    hub = _hub.current_hub()
     ready = 0 if hub is None else len(hub.spares)
     warming = 0 if hub is None else len(hub.warming)  # their interpreter may not exist yet
     interpreters = len(_backend.interpreter_ids())

@@ -1,0 +1,495 @@
+"""The hub: the main interpreter's service that starts, reaps and serves isolates.
+
+Every isolate runs on a native thread the hub starts in the main interpreter
+(``interpreter_exec`` switches that thread into the new interpreter for the
+isolate's whole life), so an isolate never owns the thread of another and can
+exit while its children live on. Isolates that spawn, look up a name or call
+the host ask the hub through its queue.
+
+The hub keeps a few *spare* isolates warm (interpreter created, runtime
+imported, control thread parked): creating an interpreter costs milliseconds,
+taking a spare costs microseconds. A spare is used once, like any isolate.
+
+When an isolate has exited, its interpreter is destroyed as soon as nothing it
+sent is still waiting on a queue: CPython drops queued items together with the
+interpreter that put them, and a message must outlive its sender (Dart's
+``Isolate.exit(port, result)`` is the common case). Until then it is a
+*zombie*; receivers that drain a queue wake the hub to look again.
+
+Threads and what they may touch:
+
+- ``_Hub.live``, ``spares``, ``warming``, ``zombies``, ``destroying`` and
+  ``closing``: any thread, under ``_Hub.lock`` only, and no blocking call and
+  no user code under it.
+- A ``_Booted`` record: its runner thread (the isolate's own thread) from the
+  start; other threads only read ``control`` and ``thread``.
+- The hub queue: any interpreter posts a typed request (``post``); only the
+  hub thread takes from it. A request whose payload cannot be loaded fails
+  that request alone; an error of the hub's own code fails the request with
+  ``BrokenServiceError`` and the hub goes on serving (its safety net).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from typing import NamedTuple, cast
+
+from . import _backend
+from ._drive import drive, drive_async
+from ._exceptions import BrokenServiceError, IsolateSpawnError
+from ._ports import ReceivePort, SendPort, _deliver, _Process
+from ._runtime import BOOTSTRAP, IMMEDIATE, Kill, Runtime
+from ._wire import MIXED, PLAIN, decode, decode_exception, encode, encode_exception, shareable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Generator
+    from typing import Any
+
+SPARES = min(2, os.cpu_count() or 1)
+
+# How long process exit waits for the hub thread to finish what it is doing.
+HUB_EXIT_SECONDS = 30.0
+
+# After this long, process exit says which isolate it is still waiting for.
+EXIT_NOTICE_SECONDS = 5.0
+
+# Requests isolates send to the hub, by kind: the module that serves them.
+_SERVICES = {"names": "_names", "host": "_host"}
+
+_log = logging.getLogger("subiso")
+
+
+def check_isolation(isolation: str) -> None:
+    if isolation not in _backend.ISOLATIONS:
+        raise ValueError(f"isolation must be 'isolated' or 'legacy', not {isolation!r}")
+
+
+# -- what travels on the hub queue ---------------------------------------------
+
+READY = "ready"  # a spare finished starting up: (PLAIN, (READY, ctl_qid))
+
+
+class Request(NamedTuple):
+    """A question an isolate asks the hub; the answer goes to ``reply``."""
+
+    kind: str  # "acquire", or a service of _SERVICES
+    reply: SendPort
+    payload: tuple[Any, ...]
+
+
+def _request_item(kind: str, reply: SendPort, payload: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A request as a queue item whose head (kind, reply port) always loads,
+    so that a payload the main interpreter cannot load fails only its call."""
+    body = encode(payload, "argument")
+    return (
+        MIXED,
+        ((PLAIN, kind), (PLAIN, reply._qid), (PLAIN, reply._wfd), shareable(body)),
+        *body[2:],  # the payload's fds and transferables, for _deliver
+    )
+
+
+def _load_request(item: tuple[Any, ...]) -> tuple[str, SendPort, tuple[Any, ...] | None, Any]:
+    """(kind, reply, payload, error loading the payload)."""
+    head_kind, head_qid, head_wfd, body = item[1]
+    reply = SendPort(decode(head_qid), decode(head_wfd))
+    try:
+        return decode(head_kind), reply, decode(body), None
+    except BaseException as error:
+        return decode(head_kind), reply, None, error
+
+
+# -- the hub (main interpreter only) ------------------------------------------
+
+
+class _Booted:
+    """An isolate the hub started: its control port and what its runner needs."""
+
+    def __init__(self, isolation: str) -> None:
+        self.isolation = isolation
+        self.ctl_qid = _backend.queue_create()
+        self.ctl_waker = _backend.waker_new()
+        self.report_qid = _backend.queue_create()
+        self.interrupt = _backend.waker_new()
+        self.control = SendPort(self.ctl_qid, self.ctl_waker[1])
+        self.interp: object = None  # the interpreter, once created
+        self.thread: threading.Thread | None = None
+
+
+class _AnyCapability:
+    """The hub's own key: at interpreter exit every isolate is killed."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __reduce__(self) -> str:
+        return "ANY_CAPABILITY"
+
+
+ANY_CAPABILITY = _AnyCapability()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.spares: deque[_Booted] = deque()  # warm, waiting for work
+        self.warming: deque[_Booted] = deque()  # spares still starting up
+        self.live: dict[int, _Booted] = {}  # by control queue id, spares included
+        self.zombies: list[tuple[object, tuple[int, ...]]] = []
+        self.destroying = 0
+        self.closing = False
+        self.queue = _backend.queue_create()
+        self.rfd, self.wfd = _backend.waker_new()
+        self.zombie_qid = _backend.queue_create()
+        _Process.hub_wfd = self.wfd
+        _Process.zombie_qid = self.zombie_qid
+        self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
+        self.thread.start()
+        threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
+        if _backend.FORK_KILLS_CHILD and hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_warn_before_fork)
+
+    # -- starting isolates ----------------------------------------------------
+
+    def _start(self, isolation: str, spare: bool) -> _Booted:
+        booted = _Booted(isolation)
+        name = "subiso-spare" if spare else "subiso-isolate"
+        booted.thread = threading.Thread(target=self._runner, args=(booted,), name=name)
+        with self.lock:
+            if self.closing:
+                raise RuntimeError("cannot start an isolate: the interpreter is shutting down")
+            self.live[booted.ctl_qid] = booted
+            if spare:
+                self.warming.append(booted)
+        booted.thread.start()
+        return booted
+
+    def acquire(self, isolation: str) -> SendPort:
+        """The control port of an isolate waiting for its start command."""
+        booted = None
+        if isolation == "isolated":
+            with self.lock:
+                if self.closing:
+                    raise RuntimeError("cannot start an isolate: the interpreter is shutting down")
+                if self.spares:
+                    booted = self.spares.popleft()
+                elif self.warming:  # ready sooner than one started now
+                    booted = self.warming.popleft()
+        if booted is None:
+            booted = self._start(isolation, spare=False)
+        elif booted.thread is not None:
+            booted.thread.name = "subiso-isolate"
+        return booted.control
+
+    def replenish(self) -> None:
+        """Warm spares up to ``SPARES``; called once the work in hand is under
+        way, so that warming does not compete with it for the cores."""
+        while True:
+            with self.lock:
+                if self.closing or len(self.spares) + len(self.warming) >= SPARES:
+                    return
+            self._start("isolated", spare=True)
+
+    def _runner(self, booted: _Booted) -> None:
+        error = None
+        try:
+            booted.interp = _backend.interpreter_create(booted.isolation)
+            _backend.interpreter_set_main(
+                booted.interp,
+                {
+                    "_subiso_path": tuple(sys.path),
+                    "_subiso_argv": tuple(sys.argv),
+                    "_subiso_params": (
+                        booted.ctl_qid,
+                        booted.ctl_waker[1],
+                        booted.ctl_waker[0],
+                        booted.report_qid,
+                        booted.interrupt,
+                        self.wfd,
+                        self.zombie_qid,
+                        self.queue,
+                        booted.isolation,
+                    ),
+                },
+            )
+            error = _backend.interpreter_exec(booted.interp, BOOTSTRAP)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._finish(booted, error)
+
+    def _finish(self, booted: _Booted, error: str | None) -> None:
+        report = _backend.queue_get(booted.report_qid)
+        _backend.queue_destroy(booted.report_qid)
+        if report is _backend.EMPTY:  # the runtime never ran to its end
+            self._fail_start_commands(booted, error or "the isolate ended without a report")
+            _backend.queue_destroy(booted.ctl_qid)
+            sent_to: tuple[int, ...] = ()
+        else:
+            sent_to, wakers = cast("tuple[tuple[int, ...], object]", report)
+            _backend.wakers_add_free(wakers)
+        _backend.waker_free(booted.ctl_waker)
+        _backend.waker_free(booted.interrupt)
+        with self.lock:
+            self.live.pop(booted.ctl_qid, None)
+            for waiting in (self.spares, self.warming):
+                if booted in waiting:
+                    waiting.remove(booted)
+            if booted.interp is not None:
+                self.zombies.append((booted.interp, sent_to))
+                _backend.queue_put(self.zombie_qid, 0)
+            self.changed.notify_all()
+        self._reap()
+
+    def _fail_start_commands(self, booted: _Booted, error: str) -> None:
+        from ._runtime import Start
+
+        while True:
+            try:
+                item = _backend.queue_get(booted.ctl_qid)
+            except _backend.QueueNotFoundError:
+                return
+            if item is _backend.EMPTY:
+                return
+            try:
+                request = decode(item)  # type: ignore[arg-type]
+            except BaseException:
+                continue
+            if type(request) is Start:
+                request.notify.send(("spawnerror", error))
+
+    def _reap(self) -> None:
+        """Destroy every exited isolate whose sent messages were all received."""
+        with self.lock:
+            ready = [
+                zombie
+                for zombie in self.zombies
+                if not any(_backend.queue_count(qid) for qid in zombie[1])
+            ]
+            for zombie in ready:
+                self.zombies.remove(zombie)
+                _backend.queue_get(self.zombie_qid)
+            self.destroying += len(ready)
+        try:
+            for interp, _ in ready:
+                _backend.interpreter_destroy(interp)
+        finally:
+            with self.lock:
+                self.destroying -= len(ready)
+                self.changed.notify_all()
+
+    # -- the hub thread ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self.closing:
+            try:
+                _backend.wait_readable([self.rfd], None)
+                _backend.waker_drain(self.rfd)
+                while (item := _backend.queue_get(self.queue)) is not _backend.EMPTY:
+                    try:
+                        self._take(cast("tuple[Any, ...]", item))
+                    except BaseException:  # a request that cannot be read or answered
+                        _log.exception("the hub dropped a request it could not answer")
+                self._reap()
+            except BaseException:  # the safety net: log, and go on serving
+                _log.exception("the hub met an error; it goes on serving")
+
+    def _take(self, item: tuple[Any, ...]) -> None:
+        if item[0] == PLAIN:  # READY, from the runtime of a spare
+            self._warm(item[1][1])
+            return
+        kind, reply, payload, error = _load_request(item)
+        try:
+            if error is not None:  # the caller's payload: fail that call only
+                raise error
+            self._handle(Request(kind, reply, cast("tuple[Any, ...]", payload)))
+        except BaseException as failure:
+            if error is None:
+                broken = BrokenServiceError("hub", f"{type(failure).__name__}: {failure}")
+                broken.__cause__ = failure
+                _log.error("the hub failed a %r request", kind, exc_info=failure)
+                failure = broken
+            reply.send(("err", encode_exception(failure)))
+
+    def _warm(self, ctl_qid: int) -> None:
+        with self.lock:
+            for booted in self.warming:
+                if booted.ctl_qid == ctl_qid:
+                    self.warming.remove(booted)
+                    self.spares.append(booted)
+                    break
+
+    def _handle(self, request: Request) -> None:
+        if request.kind == "acquire":
+            try:
+                request.reply.send(("ok", self.acquire(*request.payload)))
+            finally:
+                self.replenish()
+            return
+        # Services over isolates answer requests from isolates here; each
+        # module is imported the first time an isolate asks for it.
+        module = f"subiso.{_SERVICES[request.kind]}"
+        __import__(module)
+        sys.modules[module].serve(request.payload, request.reply)
+
+    # -- leaving ----------------------------------------------------------------
+
+    def _busy(self) -> int:
+        return (
+            len(self.live)
+            - len(self.spares)
+            - len(self.warming)
+            + len(self.zombies)
+            + self.destroying
+        )
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no isolate but the spares is left; True if so in time."""
+        with self.lock:
+            return self.changed.wait_for(lambda: self._busy() == 0, timeout)
+
+    def shutdown(self) -> None:
+        """At interpreter exit: kill every isolate, join, destroy what is left."""
+        with self.lock:
+            self.closing = True
+            booted = list(self.live.values())
+        for each in booted:
+            try:
+                each.control.send(Kill(ANY_CAPABILITY, IMMEDIATE))
+            except BaseException:
+                _log.exception("could not ask an isolate to exit")
+        for each in booted:
+            if each.thread is not None and each.thread is not threading.current_thread():
+                # An isolate inside a blocking C call ends when the call
+                # returns; its interpreter must not be finalized before.
+                each.thread.join(EXIT_NOTICE_SECONDS)
+                if each.thread.is_alive():
+                    _log.warning(
+                        "process exit waits for an isolate in a blocking call (%s)",
+                        each.thread.name,
+                    )
+                    each.thread.join()
+        # The hub thread may be destroying an interpreter right now. It must
+        # be done before the process finalizes: CPython would end that
+        # interpreter a second time and crash (seen on 3.14 and 3.15).
+        _backend.wake(self.wfd)
+        if self.thread is not threading.current_thread():
+            self.thread.join(HUB_EXIT_SECONDS)
+        if self.thread.is_alive():
+            _log.error("the hub did not stop in time; exited isolates are left to CPython")
+            return  # wedged in a service: destroying beside it could crash
+        with self.lock:
+            zombies, self.zombies = self.zombies, []
+        for interp, _ in zombies:
+            _backend.interpreter_destroy(interp)
+
+
+FORK_WARNING = (
+    "os.fork() while subiso isolates are alive: the child process will hang or "
+    "crash in CPython (gh-139759), before any of its code runs. Start processes "
+    "with multiprocessing's 'forkserver' or 'spawn' method, or with subprocess."
+)
+
+
+def _warn_before_fork() -> None:
+    """At-fork hook: the child cannot tell (it never runs), so the parent does."""
+    if len(_backend.interpreter_ids()) > 1:
+        import warnings
+
+        warnings.warn(FORK_WARNING, RuntimeWarning, stacklevel=2)
+
+
+_hub: Hub | None = None
+_hub_lock = threading.Lock()
+
+
+def the_hub() -> Hub:
+    global _hub
+    if _hub is None:
+        with _hub_lock:
+            if _hub is None:
+                _hub = Hub()
+    return _hub
+
+
+def current_hub() -> Hub | None:
+    """The hub, if one was started (for tests and benchmarks)."""
+    return _hub
+
+
+def replenish() -> None:
+    if _hub is not None:
+        _hub.replenish()
+
+
+def settle(timeout: float = 10.0) -> bool:
+    """Wait until only spare isolates are left (for tests and benchmarks)."""
+    return True if _hub is None else _hub.settle(timeout)
+
+
+# -- asking the hub (from any interpreter) -------------------------------------
+
+
+def post_ready(runtime: Runtime) -> None:
+    """Tell the hub that this spare is warm."""
+    _deliver(runtime.hub_qid, _Process.hub_wfd, (PLAIN, (READY, runtime.ctl_qid)))
+
+
+def _answer(answer: tuple[Any, ...]) -> Any:
+    status, value = answer
+    if status == "ok":
+        return value
+    if status == "err":
+        raise decode_exception(value)
+    raise IsolateSpawnError(value)
+
+
+class _Ask(NamedTuple):
+    """Wait for the hub's answer (one step of a conversation, see _drive)."""
+
+    reply: ReceivePort
+
+    def wait(self) -> Any:
+        return self.reply.receive()
+
+    async def wait_async(self) -> Any:
+        return await self.reply.receive_async()
+
+
+def asking(kind: str, *payload: Any) -> Generator[Any, Any, Any]:
+    """Ask the hub in the main interpreter (from an isolate) for the answer.
+
+    Raises:
+        NotSendableError: an argument cannot cross.
+        BrokenServiceError: the hub failed this request.
+        Exception: what the service raised, as itself.
+    """
+    runtime = Runtime.current
+    assert runtime is not None
+    with ReceivePort("hub reply") as reply:
+        _deliver(runtime.hub_qid, _Process.hub_wfd, _request_item(kind, reply.send_port, payload))
+        return _answer((yield _Ask(reply)))
+
+
+class Acquire(NamedTuple):
+    """Get the control port of a fresh isolate waiting for its start command."""
+
+    isolation: str
+
+    def wait(self) -> SendPort:
+        if Runtime.current is None:
+            return the_hub().acquire(self.isolation)
+        return cast("SendPort", drive(asking("acquire", self.isolation)))
+
+    async def wait_async(self) -> SendPort:
+        if Runtime.current is None:
+            return the_hub().acquire(self.isolation)
+        return cast("SendPort", await drive_async(asking("acquire", self.isolation)))

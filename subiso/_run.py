@@ -1,0 +1,143 @@
+"""One-shot work: ``run``, ``run_async``, ``compute``: a call in a fresh isolate.
+
+The caller sends the call as a start command to a fresh (usually warm) isolate
+and waits on a reply port for the result, which comes as one item or, when it
+is large, as a stream of pickled slices. The isolate exits after the call.
+One conversation (:func:`_running`) serves the sync and the async API.
+
+Threads: everything here belongs to the thread (or task) that called.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter as _perf_counter
+from typing import NamedTuple, cast
+
+from . import _backend
+from ._drive import PAUSE, drive, drive_async
+from ._exceptions import BrokenIsolateError, IsolateSpawnError
+from ._hub import Acquire, check_isolation, replenish
+from ._ports import ReceivePort
+from ._runtime import IMMEDIATE, Capability, Kill, Start
+from ._wire import PICKLED, StreamDecoder, decode, decode_exception, encode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+    from typing import Any
+
+__all__ = ("compute", "compute_async", "run", "run_async")
+
+# Event-loop time run_async spends unpickling a streamed result in one turn.
+DELIVERY_BUDGET = 0.003
+
+# (start, end) of every turn spent unpickling, when a benchmark sets a list.
+delivery_log: list[tuple[float, float]] | None = None
+
+
+class _Next(NamedTuple):
+    """Wait for the next item on the reply port."""
+
+    reply: ReceivePort
+
+    def wait(self) -> tuple[Any, ...]:
+        return self.reply._receive_item(None)
+
+    async def wait_async(self) -> tuple[Any, ...]:
+        return await self.reply._receive_item_async(None)
+
+
+def _result(kind: str, payload: Any = None) -> Any:
+    if kind == "ok":
+        return payload
+    if kind == "err":
+        raise decode_exception(payload)
+    if kind == "spawnerror":
+        raise IsolateSpawnError(f"the isolate could not start: {payload}")
+    raise BrokenIsolateError("the isolate exited before it returned a result")
+
+
+def _running(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    debug_name: str | None,
+    isolation: str,
+) -> Generator[Any, Any, Any]:
+    """The conversation of one ``run``: start the call, then take its result."""
+    check_isolation(isolation)
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    with ReceivePort() as reply:
+        terminate = Capability()
+        job = encode(
+            Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs)),
+            "call",
+        )
+        control = yield Acquire(isolation)
+        control._send_item(job)
+        try:
+            message = decode((yield _Next(reply)))
+            replenish()
+            if message[0] != "stream":
+                return _result(*message)
+            decoder = StreamDecoder(message[1])
+            while not decoder.done:
+                item = yield _Next(reply)
+                began = _perf_counter()
+                # Unpickle the slices that are waiting, up to a turn's budget;
+                # then an event loop runs (the sync API just goes on).
+                while True:
+                    if item[0] != PICKLED:
+                        return _result(*decode(item))
+                    decoder.add(item)
+                    if decoder.done or _perf_counter() - began > DELIVERY_BUDGET:
+                        break
+                    waiting = reply._poll_item()
+                    if waiting is _backend.EMPTY:
+                        break
+                    item = cast("tuple[Any, ...]", waiting)
+                if delivery_log is not None:
+                    delivery_log.append((began, _perf_counter()))
+                yield PAUSE
+            return decoder.result()
+        except BaseException as error:
+            if not isinstance(error, Exception):  # Ctrl-C, a cancelled task: stop the work
+                _kill(control, terminate)
+            raise
+
+
+def _kill(control: Any, terminate: Capability) -> None:
+    try:
+        control.send(Kill(terminate, IMMEDIATE))
+    except BaseException:
+        pass  # the isolate is gone already: nothing to stop
+
+
+def run(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` in a fresh isolate and return its result.
+
+    The isolate is used for this call only and is gone afterwards.
+
+    Raises:
+        NotSendableError: ``fn``, an argument or the result cannot cross.
+        BrokenIsolateError: the isolate died before it returned.
+        Exception: what ``fn`` raised, as its own type when it can be sent
+            back, with the remote traceback as a ``RemoteError`` ``__cause__``.
+    """
+    return drive(_running(fn, args, kwargs, None, "isolated"))
+
+
+async def run_async(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``run`` for asyncio: never blocks the event loop, even for a huge result."""
+    return await drive_async(_running(fn, args, kwargs, None, "isolated"))
+
+
+def compute(callback: Callable[[Any], Any], message: Any) -> Any:
+    """Flutter's ``compute``: ``run(callback, message)``."""
+    return drive(_running(callback, (message,), {}, None, "isolated"))
+
+
+async def compute_async(callback: Callable[[Any], Any], message: Any) -> Any:
+    """Flutter's ``compute`` for asyncio."""
+    return await drive_async(_running(callback, (message,), {}, None, "isolated"))

@@ -1,0 +1,49 @@
+"""Entries and values for the tests of subiso's own services (hub, runtime)."""
+
+from __future__ import annotations
+
+
+def _refuse_main() -> object:
+    """Unpickles in an isolate, raises in the main interpreter."""
+    from subiso import _runtime
+
+    if _runtime.Runtime.current is None:
+        raise RuntimeError("this value cannot be rebuilt in the main interpreter")
+    return "rebuilt"
+
+
+class OnlyInIsolates:
+    """A value that pickles anywhere and unpickles only inside isolates."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_refuse_main, ())
+
+
+def host_call_unloadable(name: str) -> object:
+    import subiso
+
+    return subiso.host.call(name, OnlyInIsolates())
+
+
+def host_call_size(args: tuple[str, int]) -> object:
+    import subiso
+
+    name, size = args
+    return subiso.host.call(name, b"x" * size)
+
+
+def raising_entry(message: object) -> None:
+    raise ValueError(f"entry raised on {message!r}")
+
+
+async def async_entry(port: object, value: object) -> None:
+    import asyncio
+
+    await asyncio.sleep(0)
+    port.send(("async", value))  # type: ignore[attr-defined]
+
+
+def nested_run(text: str) -> int:
+    import subiso
+
+    return subiso.run(len, text)  # type: ignore[no-any-return]

@@ -1,0 +1,115 @@
+"""The library's own services (the hub, each isolate's runtime) survive
+what users send them, and fail their waiters clearly when they break."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+
+import pytest
+import service_helpers
+
+import subiso
+from subiso import _hub
+
+TIMEOUT = 30
+
+
+def _until_exit(errors: subiso.ReceivePort, exits: subiso.ReceivePort) -> list[object]:
+    """Every error reported before the isolate's exit message."""
+    exits.receive(timeout=TIMEOUT)
+    seen = []
+    while True:
+        try:
+            seen.append(errors.receive(timeout=0))
+        except TimeoutError:
+            return seen
+
+
+def test_a_failed_entry_with_non_fatal_errors_reports_one_error():
+    with subiso.ReceivePort() as errors, subiso.ReceivePort() as exits:
+        subiso.Isolate.spawn(
+            service_helpers.raising_entry,
+            "boom",
+            errors_are_fatal=False,
+            on_error=errors.send_port,
+            on_exit=exits.send_port,
+        )
+        reported = _until_exit(errors, exits)
+    assert len(reported) == 1, reported
+    assert "ValueError: entry raised on 'boom'" in str(reported[0])
+
+
+def test_host_call_carries_large_bytes():
+    subiso.host.register("size", len)
+    try:
+        assert subiso.run(service_helpers.host_call_size, ("size", 200_000)) == 200_000
+        assert subiso.run(service_helpers.host_call_size, ("size", 10)) == 10
+    finally:
+        subiso.host.unregister("size")
+
+
+def test_a_host_call_argument_the_main_interpreter_cannot_load_fails_that_call_only():
+    subiso.host.register("echo", lambda value: value)
+    subiso.host.register("size", len)
+    try:
+        with pytest.raises(RuntimeError, match="cannot be rebuilt in the main interpreter"):
+            subiso.run(service_helpers.host_call_unloadable, "echo")
+        # the hub lives on: host calls and spawns from isolates still work
+        assert subiso.run(service_helpers.host_call_size, ("size", 3)) == 3
+    finally:
+        subiso.host.unregister("echo")
+        subiso.host.unregister("size")
+
+
+def test_spawn_recognises_a_partial_of_an_async_entry():
+    with subiso.ReceivePort() as port:
+        entry = functools.partial(service_helpers.async_entry, port.send_port)
+        iso = subiso.Isolate.spawn(entry, 7)
+        assert port.receive(timeout=TIMEOUT) == ("async", 7)
+        assert iso.join(TIMEOUT)
+
+
+def test_a_dropped_handle_does_not_keep_its_exited_isolate():
+    with subiso.ReceivePort() as exits:
+        subiso.Isolate.spawn(service_helpers.raising_entry, "dropped", on_exit=exits.send_port)
+        exits.receive(timeout=TIMEOUT)
+    # the fixture checks that the interpreter is destroyed
+
+
+def test_a_failing_hub_fails_its_callers_and_serves_on(monkeypatch, caplog):
+    def broken(self, request):
+        raise RuntimeError("injected into the hub")
+
+    subiso.host.register("size", len)
+    try:
+        monkeypatch.setattr(_hub.Hub, "_handle", broken)
+        with caplog.at_level(logging.ERROR, logger="subiso"):
+            with pytest.raises(subiso.BrokenServiceError, match="injected into the hub"):
+                subiso.run(service_helpers.host_call_size, ("size", 3))
+        assert "the hub failed a 'host' request" in caplog.text
+        monkeypatch.undo()
+        assert subiso.run(service_helpers.host_call_size, ("size", 3)) == 3
+    finally:
+        subiso.host.unregister("size")
+
+
+def test_the_hub_loop_survives_an_error_of_its_own(monkeypatch, caplog):
+    hub = _hub.the_hub()
+    reap = _hub.Hub._reap
+    failed = threading.Event()
+
+    def reap_failing_once(self):
+        if threading.current_thread() is hub.thread and not failed.is_set():
+            failed.set()
+            raise RuntimeError("injected into the hub loop")
+        reap(self)
+
+    monkeypatch.setattr(_hub.Hub, "_reap", reap_failing_once)
+    with caplog.at_level(logging.ERROR, logger="subiso"):
+        assert subiso.run(len, "ab") == 2
+        assert failed.wait(TIMEOUT)
+        # the hub serves on: a spawn from inside an isolate goes through it
+        assert subiso.run(service_helpers.nested_run, "abc") == 3
+    assert "the hub met an error; it goes on serving" in caplog.text
