@@ -128,7 +128,12 @@ class Task(Future):  # type: ignore[type-arg]
             if self._state != "RUNNING":
                 return False
             self._state = "PENDING"
-        return super().cancel()
+        if not super().cancel():
+            return False
+        # As an executor does for a cancelled task it dequeues: wait() and
+        # as_completed() see only a notified cancellation.
+        self.set_running_or_notify_cancel()
+        return True
 
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio
@@ -567,7 +572,9 @@ class _Core:
             if not self.workers:
                 self.results.send_port._send_item(_WAKE_ITEM)  # the collector may leave
         for entry in cancelled:
-            entry.task.cancel()
+            task = entry.task
+            if task.cancelled() or task.cancel():  # (counted once, by Task.cancel)
+                task.set_running_or_notify_cancel()  # dequeued: wait() hears it now
         if wait and self.thread is not None and self.thread is not threading.current_thread():
             self.all_gone.wait()  # (from a done-callback on the collector: it cannot wait)
             self.thread.join()

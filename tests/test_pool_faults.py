@@ -3,6 +3,7 @@ forgotten pool, and a collector that breaks."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import threading
@@ -316,3 +317,27 @@ def test_a_collector_fault_fails_every_waiter_and_breaks_the_pool(monkeypatch, c
         assert _shut_down_in_time(pool)
     (record,) = [r for r in caplog.records if r.name == "subiso" and r.levelno == logging.ERROR]
     assert isinstance(record.exc_info[1], RuntimeError)
+
+
+def test_wait_sees_a_running_task_that_was_cancelled():
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        task = pool.submit(gated, port.send_port)
+        port.receive(timeout=T)  # it runs
+        assert task.cancel()
+        done, not_done = concurrent.futures.wait([task], timeout=T)
+        assert done == {task} and not not_done
+        assert [*concurrent.futures.as_completed([task], timeout=T)] == [task]
+
+
+def test_wait_sees_queued_tasks_that_shutdown_cancelled():
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        running = pool.submit(gated, port.send_port)
+        gate = port.receive(timeout=T)
+        queued = [pool.submit(helpers.square, i) for i in range(3)]
+        assert queued[0].cancel()  # by its owner first: counted once
+        pool.shutdown(wait=False, cancel_futures=True)
+        done, not_done = concurrent.futures.wait(queued, timeout=T)
+        assert done == set(queued) and not not_done
+        assert pool.stats().cancelled == 3
+        gate.send("go")
+        assert running.result(timeout=T) == "go"
