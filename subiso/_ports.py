@@ -1,5 +1,27 @@
 """Ports: ``ReceivePort``, ``RawReceivePort`` and ``SendPort``.
 
+Thread rule (who may touch what):
+
+- ``SendPort.send`` / ``_deliver``, and the receive fast path (looking at the
+  queue, spinning on it): any thread, no lock. The queue is CPython's and
+  hands each item to exactly one taker.
+- A port's lifecycle state (``_closed``, ``_holders``, ``_waker``,
+  ``_keepalive``, ``_loop``): any thread, under the port's ``_lock``, which
+  only slow paths take (parking, close, listen, keep-alive, loop watch),
+  never once per message.
+- What an asyncio loop owns (its reader on the waker, the futures in
+  ``_async_waiters``): that loop's thread only. Another thread posts with
+  ``call_soon_threadsafe``; a loop that is not running has no owner at that
+  moment and is handled in place (a closed one is not touched at all).
+- The dispatcher's set of listened ports: under the dispatcher's lock;
+  handlers run on the dispatcher's thread (or the port's loop).
+- The waker: whoever may read or drain it holds it (a receiver parked on
+  it, the loop watching it, a dispatcher turn polling it). Only holders
+  drain it; the last holder to let go of a closed port recycles it, exactly
+  once (taken under the lock). Draining may take a wake-up meant for
+  another holder, so a holder that leaves while the port is closed, or
+  while messages wait, wakes the others again.
+
 A port is a cross-interpreter queue plus a wake-up fd. ``send`` puts an
 encoded message on the queue and writes the fd; a receiver first spins on the
 queue for a few microseconds (a hot ping-pong never sleeps), then parks on the
@@ -121,17 +143,18 @@ class _Port:
     """The mechanics shared by ReceivePort and RawReceivePort."""
 
     def __init__(self, debug_name: str | None) -> None:
+        self._lock = _thread.allocate_lock()
         self.debug_name = debug_name
         self._qid = _backend.queue_create()
         self._rfd, self._wfd = self._waker = _backend.waker_new()
         self._closed = False
-        self._waiters = 0
+        self._holders = 0  # parked receivers, the watching loop, dispatcher turns
         self._spin = _SPIN_MIN
         self._spin_max = _SPIN_MAX  # 0 for a receiver that must never spin
         self._handler: Callable[[Any], object] | None = None
         self._keepalive = False
         self._loop: Any = None  # the asyncio loop watching this port, if any
-        self._async_waiters: list[Any] = []
+        self._async_waiters: list[Any] = []  # owned by self._loop's thread
         _Local.ports[self._qid] = self
 
     @property
@@ -147,6 +170,38 @@ class _Port:
             _drained()
         return item
 
+    # -- holding the waker ------------------------------------------------------
+
+    def _hold(self) -> bool:
+        """Become a holder of the waker; False if the port is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._holders += 1
+            return True
+
+    def _release(self, receiver: bool = False) -> None:
+        """Stop holding the waker; the last holder of a closed port recycles it.
+
+        A holder may have drained a wake-up meant for another: when others
+        still hold it, the close (or, for a ``receiver``, a waiting message)
+        is passed on with a fresh one.
+        """
+        waker = None
+        with self._lock:
+            self._holders -= 1
+            if self._closed:
+                if self._holders:
+                    _backend.wake(self._wfd)
+                else:
+                    waker, self._waker = self._waker, None  # type: ignore[assignment]
+            elif receiver and self._holders and _backend.queue_count(self._qid):
+                _backend.wake(self._wfd)
+        if waker is not None:
+            _backend.waker_free(waker)
+
+    # -- blocking receive -------------------------------------------------------
+
     def _receive_item(self, timeout: float | None) -> tuple[Any, ...]:
         deadline = None if timeout is None else _perf_counter() + timeout
         while True:
@@ -158,17 +213,15 @@ class _Port:
             item = self._spin_get()
             if item is not EMPTY:
                 return item  # type: ignore[return-value]
-            _backend.waker_drain(self._rfd)
-            item = self._get()
-            if item is not EMPTY:
-                return item  # type: ignore[return-value]
             remaining = None
             parked = _perf_counter()
             if deadline is not None:
                 remaining = deadline - parked
                 if remaining <= 0:
                     raise TimeoutError(f"nothing arrived on {self!r} within {timeout} s")
-            self._park(remaining)
+            item = self._park(remaining)
+            if item is not EMPTY:
+                return item  # type: ignore[return-value]
             self._adapt_spin(_perf_counter() - parked)
 
     def _spin_get(self) -> object:
@@ -200,25 +253,44 @@ class _Port:
         else:
             self._spin = min(self._spin_max, max(_SPIN_MIN, self._spin / 4))
 
-    def _park(self, timeout: float | None) -> None:
-        fds = [self._rfd]
-        if _Local.interrupt_fd >= 0:
-            fds.append(_Local.interrupt_fd)
-        self._waiters += 1
+    def _park(self, timeout: float | None) -> object:
+        """Wait on the waker until something may have happened; return an item
+        found on the last look before waiting, else EMPTY.
+
+        The receiver holds the waker before that last look: a close or a send
+        after it writes the fd, which the wait then sees.
+
+        Raises:
+            PortClosedError: the port is closed.
+        """
+        with self._lock:  # self._hold(), inlined: this is once per wait
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            self._holders += 1
         try:
+            _backend.waker_drain(self._rfd)
+            if self._closed:  # its wake-up may be the one just drained
+                raise PortClosedError(f"{self!r} is closed")
+            item = self._get()
+            if item is not EMPTY:
+                return item
+            fds = [self._rfd]
+            if _Local.interrupt_fd >= 0:
+                fds.append(_Local.interrupt_fd)
             ready = _backend.wait_readable(fds, timeout)
         finally:
-            self._waiters -= 1
-            if self._closed and not self._waiters:
-                self._free_waker()
+            self._release(receiver=True)
         if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
             _Local.on_interrupt()
+        return EMPTY
 
     def _poll_item(self) -> object:
         """The next item if one is waiting, else EMPTY; never blocks."""
         if self._closed:
             return EMPTY
         return self._get()
+
+    # -- asyncio: the loop's own thread -----------------------------------------
 
     async def _receive_item_async(self, timeout: float | None) -> tuple[Any, ...]:
         import asyncio
@@ -233,8 +305,8 @@ class _Port:
                 return item  # type: ignore[return-value]
             waiter = loop.create_future()
             self._async_waiters.append(waiter)
-            self._watch(loop)
             try:
+                self._watch(loop)
                 item = self._get()  # it may have arrived before the reader was set
                 if item is not EMPTY:
                     return item  # type: ignore[return-value]
@@ -254,16 +326,60 @@ class _Port:
                 self._unwatch_if_idle()
 
     def _watch(self, loop: Any) -> None:
-        if self._loop is None:
-            loop.add_reader(self._rfd, self._on_readable)
+        """Let ``loop`` (running on this thread) watch the waker.
+
+        Raises:
+            PortClosedError: the port is closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            if self._loop is loop:
+                return
+            if self._loop is not None:
+                raise RuntimeError(f"{self!r} is already watched by another event loop")
             self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError(f"{self!r} is already watched by another event loop")
+            self._holders += 1
+        loop.add_reader(self._rfd, self._on_readable)
 
     def _unwatch_if_idle(self) -> None:
-        if self._loop is not None and not self._async_waiters and self._handler is None:
-            self._loop.remove_reader(self._rfd)
+        loop = self._loop
+        if loop is None or self._async_waiters or self._handler is not None:
+            return
+        if not self._on_owner(loop, self._unwatch_if_idle):
+            return
+        self._unwatch(loop)
+
+    def _unwatch(self, loop: Any) -> None:
+        """Stop ``loop`` watching the waker (on its thread, or it is not running)."""
+        with self._lock:
+            if self._loop is not loop:
+                return
             self._loop = None
+        if not loop.is_closed():
+            loop.remove_reader(self._rfd)
+        self._release()
+
+    def _close_on_loop(self, loop: Any) -> None:
+        """The part of ``close`` that belongs to ``loop``: wake its awaiters
+        (each then sees the close) and stop watching."""
+        if not loop.is_closed():
+            for waiter in self._async_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._unwatch(loop)
+
+    @staticmethod
+    def _on_owner(loop: Any, callback: Callable[..., object], *args: Any) -> bool:
+        """True if the caller may act on ``loop`` now; else ``callback(*args)``
+        is posted to the loop's thread (False)."""
+        if loop.is_closed() or not loop.is_running() or _running_loop() is loop:
+            return True
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # closed meanwhile: nothing of it runs any more
+            return True
+        return False
 
     def _on_readable(self) -> None:
         _backend.waker_drain(self._rfd)
@@ -273,25 +389,34 @@ class _Port:
         if self._handler is not None:
             self._dispatch_ready()
 
+    # -- handlers -----------------------------------------------------------------
+
     def _dispatch_ready(self) -> None:
         """Hand every waiting message to the handler (on the owning loop)."""
         while self._handler is not None and not self._closed:
             if _Local.before_event is not None and not _Local.before_event():
                 return
-            item = self._get()
+            try:
+                item = self._get()
+            except PortClosedError:  # closed by another thread meanwhile
+                return
             if item is EMPTY:
                 return
             try:
                 message = decode(item)  # type: ignore[arg-type]
-                self._handler(message)
+                handler = self._handler
+                if handler is not None:
+                    handler(message)
             except BaseException as error:
                 _report(error)
 
     def _set_handler(self, handler: Callable[[Any], object] | None, keepalive: bool) -> None:
-        if self._closed:
-            raise PortClosedError(f"{self!r} is closed")
-        self._handler = handler
-        self._set_keepalive(keepalive)
+        with self._lock:
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            self._handler = handler
+            change = self._keepalive_to(keepalive)
+        _count_keepalive(change)
         if handler is None:
             self._unwatch_if_idle()
             if _Local.dispatcher is not None:
@@ -304,20 +429,32 @@ class _Port:
         else:
             _dispatcher().add(self)
 
+    def _keepalive_to(self, keepalive: bool) -> int:
+        """Set the flag (under the lock); the change to the count, -1, 0 or 1."""
+        if keepalive == self._keepalive:
+            return 0
+        self._keepalive = keepalive
+        return 1 if keepalive else -1
+
     def _set_keepalive(self, keepalive: bool) -> None:
-        if keepalive != self._keepalive:
-            self._keepalive = keepalive
-            _Local.keepalive += 1 if keepalive else -1
-            if _Local.keepalive_changed is not None:
-                _Local.keepalive_changed()
+        with self._lock:
+            change = 0 if self._closed else self._keepalive_to(keepalive)
+        _count_keepalive(change)
 
     def close(self) -> None:
         """Close the port; what was not received yet is dropped. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._handler = None
-        self._set_keepalive(False)
+        waker = None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._handler = None
+            change = self._keepalive_to(False)
+            loop = self._loop
+            holders = self._holders
+            if not holders:
+                waker, self._waker = self._waker, None  # type: ignore[assignment]
+        _count_keepalive(change)
         _Local.ports.pop(self._qid, None)
         if _Local.dispatcher is not None:
             _Local.dispatcher.remove(self)
@@ -325,21 +462,12 @@ class _Port:
             release_item(item)  # type: ignore[arg-type]
         _backend.queue_destroy(self._qid)
         _drained()
-        for waiter in self._async_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self._loop is not None:
-            self._loop.remove_reader(self._rfd)
-            self._loop = None
-        if self._waiters:
-            _backend.wake(self._wfd)  # blocked receivers see the close; the last frees the waker
-        else:
-            self._free_waker()
-
-    def _free_waker(self) -> None:
-        if self._waker is not None:
-            _backend.waker_free(self._waker)
-            self._waker = None  # type: ignore[assignment]
+        if loop is not None and self._on_owner(loop, self._close_on_loop, loop):
+            self._close_on_loop(loop)
+        if holders:
+            _backend.wake(self._wfd)  # holders see the close; the last recycles the waker
+        elif waker is not None:
+            _backend.waker_free(waker)
 
     @property
     def is_closed(self) -> bool:
@@ -461,8 +589,7 @@ class RawReceivePort(_Port):
 
     @keep_isolate_alive.setter
     def keep_isolate_alive(self, flag: bool) -> None:
-        if not self._closed:
-            self._set_keepalive(bool(flag))
+        self._set_keepalive(bool(flag))
 
 
 def _running_loop() -> Any:
@@ -473,6 +600,18 @@ def _running_loop() -> Any:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+_keepalive_lock = _thread.allocate_lock()
+
+
+def _count_keepalive(change: int) -> None:
+    """Add ``change`` to the open ports that keep this isolate alive."""
+    if change:
+        with _keepalive_lock:
+            _Local.keepalive += change
+        if _Local.keepalive_changed is not None:
+            _Local.keepalive_changed()
 
 
 def _report(error: BaseException) -> None:
@@ -513,7 +652,24 @@ class _Dispatcher:
     def run_once(self, timeout: float | None) -> None:
         """Wait for port events and dispatch them (the isolate's loop turn)."""
         with self._lock:
-            ports = list(self._ports.values())
+            listed = list(self._ports.values())
+        # The turn holds each waker it polls and drains: a port closed meanwhile
+        # recycles its waker only once the turn has let go of it.
+        ports = []
+        for port in listed:
+            if port._hold():
+                ports.append(port)
+            else:  # closed while being added
+                with self._lock:
+                    if self._ports.get(port._rfd) is port:
+                        del self._ports[port._rfd]
+        try:
+            self._turn(ports, timeout)
+        finally:
+            for port in ports:
+                port._release()
+
+    def _turn(self, ports: list[_Port], timeout: float | None) -> None:
         fds = [self._rfd] + [port._rfd for port in ports]
         if _Local.interrupt_fd >= 0:
             fds.append(_Local.interrupt_fd)
