@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from . import _backend, _runtime
 from ._drive import drive, drive_async
-from ._exceptions import IsolateSpawnError, NotSendableError
+from ._exceptions import IsolateSpawnError, NotSendableError, PortClosedError
 from ._hub import Acquire, check_isolation, replenish
 from ._hub import settle as settle
 from ._ports import ReceivePort, SendPort
@@ -280,6 +280,10 @@ class Isolate:
                 self._exit_port.receive(timeout)
             except TimeoutError:
                 return False
+            except PortClosedError:
+                if self._exited:  # another thread saw the exit first and closed the port
+                    return True
+                raise
             self._mark_exited()
             return True
         with ReceivePort() as port:  # a handle that travelled: listen for the exit

@@ -196,6 +196,7 @@ class Runtime:
         self.error_listeners: list[SendPort] = []
         self.loop: Any = None  # the asyncio loop, when the entry is async
         self.done_event: Any = None  # set when the asyncio loop may finish
+        self.main_task: Any = None  # the asyncio task of run_async, while it runs
         self.later: list[Any] = []  # actions for the loop (BEFORE_NEXT_EVENT pings)
         self.refused: list[Start] = []  # start commands that came too late
         self.stopping = False  # the control thread ends (teardown)
@@ -268,16 +269,17 @@ class Runtime:
         if priority == IMMEDIATE and not self.killed:
             self.killed = True  # before taking the right: see _enter_user_code
             _backend.wake(self.interrupt[1])  # a wait on a port ends now
+            self._wake_loop()  # an asyncio loop cancels its work now
             # On the isolate's own thread (a request drained before an
             # event) the loop raises next. From the control thread: code
-            # waiting on a port leaves by the interrupt fd within the grace;
-            # a busy loop in user code ends by the raise, at its next
-            # bytecode check.
+            # waiting on a port or awaiting leaves within the grace; a busy
+            # loop in user code ends by the raise, at its next bytecode check.
             if _thread.get_ident() != self.thread_id:
                 self._grace()
                 if self._take_right():
                     self._inject()
-        self._wake_loop()
+        else:
+            self._wake_loop()
 
     def _grace(self) -> None:
         """Give user code that waits a moment to leave by the interrupt fd:
@@ -368,6 +370,9 @@ class Runtime:
             _Local.dispatcher.wake()
 
     def _check_done(self) -> None:
+        """On the asyncio loop's thread: end the work if the isolate exits."""
+        if self.exiting and self.main_task is not None:
+            self.main_task.cancel()  # run_async turns this into IsolateKilled
         if self.done_event is not None and self._finished():
             self.done_event.set()
 
@@ -414,12 +419,18 @@ class Runtime:
         async def main() -> Any:
             self.loop = asyncio.get_running_loop()
             self.done_event = asyncio.Event()
+            self.main_task = asyncio.current_task()
             try:
                 return await awaitable
             finally:
-                self.loop = None
+                self.loop = self.main_task = None
 
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        except asyncio.CancelledError:
+            if self.exiting:  # cancelled by _check_done: the isolate is killed or exits
+                raise IsolateKilled from None
+            raise
 
     def serve(self) -> None:
         """The event loop after the entry returned: while a port keeps it alive."""
@@ -498,7 +509,7 @@ class Runtime:
         if self.exiting:
             return
         if _is_coroutine_function(entry):
-            self.run_async(self._async_entry(entry, message))
+            self.call_user(lambda: self.run_async(self._async_entry(entry, message)))
             return
         try:
             self.call_user(entry, message)  # what the entry returns is dropped, as in Dart

@@ -47,3 +47,17 @@ def nested_run(text: str) -> int:
     import subiso
 
     return subiso.run(len, text)  # type: ignore[no-any-return]
+
+
+async def awaiting_forever(port: object) -> None:
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send("waiting")  # type: ignore[attr-defined]
+    await inbox.receive_async()
+
+
+async def busy_async(port: object) -> None:
+    port.send("busy")  # type: ignore[attr-defined]
+    while True:
+        pass

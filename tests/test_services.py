@@ -7,6 +7,7 @@ import functools
 import logging
 import threading
 
+import helpers
 import pytest
 import service_helpers
 
@@ -113,3 +114,36 @@ def test_the_hub_loop_survives_an_error_of_its_own(monkeypatch, caplog):
         # the hub serves on: a spawn from inside an isolate goes through it
         assert subiso.run(service_helpers.nested_run, "abc") == 3
     assert "the hub met an error; it goes on serving" in caplog.text
+
+
+def test_join_from_several_threads_at_once():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.listen_entry, port.send_port)
+        inbox = port.receive(timeout=TIMEOUT)
+        joined: list[object] = []
+        waiting = threading.Barrier(5)
+
+        def join() -> None:
+            waiting.wait(TIMEOUT)
+            try:
+                joined.append(iso.join(TIMEOUT))
+            except BaseException as error:
+                joined.append(error)
+
+        threads = [threading.Thread(target=join) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        waiting.wait(TIMEOUT)
+        inbox.send("stop")
+        for thread in threads:
+            thread.join(TIMEOUT)
+    assert joined == [True] * 4
+
+
+@pytest.mark.parametrize("entry", [service_helpers.awaiting_forever, service_helpers.busy_async])
+def test_kill_ends_an_async_entry(entry):
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(entry, port.send_port)
+        port.receive(timeout=TIMEOUT)
+        iso.kill()
+        assert iso.join(TIMEOUT)
