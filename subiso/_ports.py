@@ -72,6 +72,11 @@ class _Local:
     ports: ClassVar[dict[int, _Port]] = {}  # open ports by queue id
     interrupt_fd: int = -1  # readable when this isolate is being killed
     on_interrupt: Callable[[], None] | None = None
+    # In an isolate: keep a kill from landing in library code that must not
+    # be cut (shield() is True if unshield() must follow; unshield raises
+    # the kill that waited).
+    shield: Callable[[], bool] | None = None
+    unshield: Callable[[], None] | None = None
     dispatcher: _Dispatcher | None = None
     keepalive = 0  # open ports that keep the isolate alive
     keepalive_changed: Callable[[], None] | None = None
@@ -83,15 +88,32 @@ class _Local:
 
 
 def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
+    # Noted before the put: an exited isolate is destroyed only once what it
+    # put is received, and a kill may end this one right after the put.
+    _Local.sent_to.add(qid)
+    if len(item) > 3 and _Local.shield is not None and _Local.shield():
+        # Buffers change hands between the put and mark_sent: a kill must
+        # not land in between, or the sender's copy closes what was sent.
+        try:
+            put = _put(qid, item)
+        finally:
+            _Local.unshield()  # type: ignore[misc]
+    else:
+        put = _put(qid, item)
+    if put:
+        _backend.wake(wfd)
+
+
+def _put(qid: int, item: tuple[Any, ...]) -> bool:
+    """Put ``item`` on the queue; False if the port is closed (it is dropped)."""
     try:
         _backend.queue_put(qid, shareable(item))
     except _backend.QueueNotFoundError:
-        release_item(item)  # the port is closed: dropped, as in Dart
+        release_item(item)  # dropped, as in Dart
         mark_sent(item)
-        return
+        return False
     mark_sent(item)
-    _Local.sent_to.add(qid)
-    _backend.wake(wfd)
+    return True
 
 
 def _drained() -> None:

@@ -172,6 +172,8 @@ class Runtime:
         _Local.interrupt_fd = self.interrupt[0]
         _Local.runtime_threads_shared = False
         _Local.on_interrupt = self._on_interrupt
+        _Local.shield = self._shield
+        _Local.unshield = self._enter_user_code
         _Local.report_error = self.report_error
         _Local.before_event = self.before_event
         _Local.keepalive_changed = self._wake_loop
@@ -187,6 +189,7 @@ class Runtime:
         # decision; list.pop is atomic, so no lock is held across a point
         # where the raised exception could land (see _enter_user_code).
         self.may_inject: list[int] = []
+        self.in_user_code = False  # only the isolate's thread reads or writes it
         self.injected = _thread.allocate_lock()  # released once the raise is set
         self.injected.acquire()
         self.inject_done = False
@@ -321,6 +324,7 @@ class Runtime:
     # one of them sees the other, and exactly one raise can be pending.
 
     def _enter_user_code(self) -> None:
+        self.in_user_code = True
         self.may_inject.append(1)
         if self.killed:
             self._leave_user_code()
@@ -329,12 +333,23 @@ class Runtime:
     def _leave_user_code(self) -> None:
         """Take back the right to raise; if the control thread took it first,
         wait until its raise is set and withdraw it (or let it land here)."""
+        if not self.in_user_code:
+            return  # left already (a shield whose unshield raised the kill)
+        self.in_user_code = False
         if self._take_right():
             return
         if not self.inject_done:
             self.injected.acquire()  # the raise may land right after this
             self.injected.release()
         self._withdraw_raise()
+
+    def _shield(self) -> bool:
+        """Library code called from user code that must not be cut: leave
+        user code for its length. True if the caller must unshield after."""
+        if not self.in_user_code or _thread.get_ident() != self.thread_id:
+            return False
+        self._leave_user_code()
+        return True
 
     def _withdraw_raise(self) -> None:
         """Clear a raise set into this thread and not landed yet, if any."""

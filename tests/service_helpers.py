@@ -61,3 +61,29 @@ async def busy_async(port: object) -> None:
     port.send("busy")  # type: ignore[attr-defined]
     while True:
         pass
+
+
+def send_buffer_and_linger_after_the_put(args: tuple[object, bytes]) -> None:
+    """Send a TransferableBuffer, and linger in library code right after its
+    queue put, where a kill must not land, until the kill has had its chance."""
+    import time
+
+    import subiso
+    from subiso import _backend, _runtime
+
+    port, payload = args
+    runtime = _runtime.Runtime.current
+    assert runtime is not None
+    put = _backend.queue_put
+
+    def put_then_linger(qid: int, item: object) -> None:
+        put(qid, item)
+        _backend.queue_put = put
+        deadline = time.monotonic() + 0.5
+        while not runtime.killed or (not runtime.inject_done and time.monotonic() < deadline):
+            pass  # the receiver has the message now and kills this isolate
+
+    _backend.queue_put = put_then_linger
+    port.send(subiso.TransferableBuffer(payload))  # type: ignore[attr-defined]
+    while True:
+        pass

@@ -147,3 +147,22 @@ def test_kill_ends_an_async_entry(entry):
         port.receive(timeout=TIMEOUT)
         iso.kill()
         assert iso.join(TIMEOUT)
+
+
+def test_a_kill_right_after_a_buffer_was_put_keeps_the_buffer_whole():
+    """The kill arrives while the sender is still in the library, between the
+    queue put and marking the buffer sent: it must wait until the library is
+    done, or the sender's copy of the buffer closes memory the receiver maps."""
+    payload = bytes(range(256)) * 64
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(
+            service_helpers.send_buffer_and_linger_after_the_put, (port.send_port, payload)
+        )
+        buffer = port.receive(timeout=TIMEOUT)
+        iso.kill()
+        assert iso.join(TIMEOUT)
+        view = buffer.materialize()
+        try:
+            assert bytes(view) == payload
+        finally:
+            view.release()
