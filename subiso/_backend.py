@@ -289,10 +289,33 @@ _HAS_EVENTFD = hasattr(os, "eventfd")
 _free_wakers: list[tuple[int, int]] = []
 
 
+# The queue of free wakers any interpreter may take (-1 until the hub made
+# it). Only the main interpreter puts there, because CPython drops an item
+# with the interpreter that put it: an isolate hands its free wakers to the
+# hub when it exits.
+_shared_free_qid = -1
+_owns_shared_free = False
+_LOCAL_FREE = 8  # the main interpreter keeps this many at hand, shares the rest
+
+
+def share_free_wakers(qid: int, owner: bool) -> None:
+    """Take wakers from (and, if ``owner``, give them back to) queue ``qid``."""
+    global _shared_free_qid, _owns_shared_free
+    _shared_free_qid, _owns_shared_free = qid, owner
+
+
 def waker_new() -> tuple[int, int]:
-    """A waker from this interpreter's free list, or a fresh one."""
+    """A waker from this interpreter's free list, the process's, or a fresh one."""
     if _free_wakers:
         return _free_wakers.pop()
+    if _shared_free_qid >= 0:
+        try:
+            item = queue_get(_shared_free_qid)
+        except QueueNotFoundError:
+            item = EMPTY
+        if item is not EMPTY:
+            shared: tuple[int, int] = item  # type: ignore[assignment]
+            return shared
     if _HAS_EVENTFD:
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         return (fd, fd)
@@ -305,7 +328,10 @@ def waker_new() -> tuple[int, int]:
 def waker_free(waker: tuple[int, int]) -> None:
     """Give a waker back for reuse (drained, so it starts quiet)."""
     waker_drain(waker[0])
-    _free_wakers.append(waker)
+    if _owns_shared_free and len(_free_wakers) >= _LOCAL_FREE:
+        queue_put(_shared_free_qid, waker)
+    else:
+        _free_wakers.append(waker)
 
 
 def wakers_take_free() -> list[tuple[int, int]]:
@@ -316,8 +342,9 @@ def wakers_take_free() -> list[tuple[int, int]]:
 
 
 def wakers_add_free(wakers: object) -> None:
+    """Take the free wakers an exited isolate handed over (main interpreter)."""
     for waker in wakers:  # type: ignore[attr-defined]
-        _free_wakers.append((int(waker[0]), int(waker[1])))
+        waker_free((int(waker[0]), int(waker[1])))
 
 
 def wake(wfd: int) -> None:

@@ -149,6 +149,8 @@ class Hub:
         self.queue = _backend.queue_create()
         self.rfd, self.wfd = _backend.waker_new()
         self.zombie_qid = _backend.queue_create()
+        self.free_wakers_qid = _backend.queue_create()
+        _backend.share_free_wakers(self.free_wakers_qid, owner=True)
         _Process.hub_wfd = self.wfd
         _Process.zombie_qid = self.zombie_qid
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
@@ -217,6 +219,7 @@ class Hub:
                         self.zombie_qid,
                         self.queue,
                         booted.isolation,
+                        self.free_wakers_qid,
                     ),
                 },
             )

@@ -735,6 +735,10 @@ def _dispatcher() -> _Dispatcher:
 
 
 def close_all_ports() -> None:
-    """Close every port of this interpreter (at isolate exit)."""
+    """Close every port of this interpreter and free its loop's waker (at
+    isolate exit, when the isolate's thread runs nothing else)."""
     for port in list(_Local.ports.values()):
         port.close()
+    dispatcher, _Local.dispatcher = _Local.dispatcher, None
+    if dispatcher is not None and not dispatcher._started:
+        _backend.waker_free((dispatcher._rfd, dispatcher._wfd))

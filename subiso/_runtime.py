@@ -165,7 +165,9 @@ class Runtime:
             _Process.zombie_qid,
             self.hub_qid,
             self.isolation,
+            free_wakers_qid,
         ) = params
+        _backend.share_free_wakers(free_wakers_qid, owner=False)
         self.debug_name: str | None = None
         self.pause_cap: object = None
         self.terminate_cap: object = None
@@ -446,6 +448,10 @@ class Runtime:
             if self.exiting:  # cancelled by _check_done: the isolate is killed or exits
                 raise IsolateKilled from None
             raise
+        finally:
+            close = getattr(awaitable, "close", None)
+            if close is not None:
+                close()  # cancelled before it began: no "never awaited" warning
 
     def serve(self) -> None:
         """The event loop after the entry returned: while a port keeps it alive."""

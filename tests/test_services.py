@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
+from pathlib import Path
 
 import helpers
 import pytest
@@ -166,3 +168,31 @@ def test_a_kill_right_after_a_buffer_was_put_keeps_the_buffer_whole():
             assert bytes(view) == payload
         finally:
             view.release()
+
+
+def _eventfds() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += "eventfd" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # the listing's own fd, closed meanwhile
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts fds in /proc")
+def test_isolates_recycle_their_wake_up_fds():
+    def cycle() -> None:
+        with subiso.ReceivePort() as port:
+            iso = subiso.Isolate.spawn(helpers.listen_entry, port.send_port)
+            port.receive(timeout=TIMEOUT).send("stop")
+            assert iso.join(TIMEOUT)
+
+    for _ in range(5):  # the process's free wakers fill up
+        cycle()
+    assert _hub.settle(TIMEOUT)
+    before = _eventfds()
+    for _ in range(20):
+        cycle()
+    assert _hub.settle(TIMEOUT)
+    assert _eventfds() - before <= 2
