@@ -334,6 +334,12 @@ def waker_free(waker: tuple[int, int]) -> None:
         _free_wakers.append(waker)
 
 
+def free_waker_count() -> int:
+    """Free wakers at hand here and in the process's queue (open fds kept for reuse)."""
+    shared = queue_count(_shared_free_qid) if _shared_free_qid >= 0 else 0
+    return len(_free_wakers) + shared
+
+
 def wakers_take_free() -> list[tuple[int, int]]:
     """Hand this interpreter's free wakers to another (at isolate exit)."""
     taken = _free_wakers[:]

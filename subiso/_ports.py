@@ -95,12 +95,11 @@ def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
         # Buffers change hands between the put and mark_sent: a kill must
         # not land in between, or the sender's copy closes what was sent.
         try:
-            put = _put(qid, item)
+            if _put(qid, item):
+                _backend.wake(wfd)
         finally:
             _Local.unshield()  # type: ignore[misc]
-    else:
-        put = _put(qid, item)
-    if put:
+    elif _put(qid, item):
         _backend.wake(wfd)
 
 

@@ -437,6 +437,7 @@ class Runtime:
             self.loop = asyncio.get_running_loop()
             self.done_event = asyncio.Event()
             self.main_task = asyncio.current_task()
+            self._check_done()  # a kill that came before the loop ran
             try:
                 return await awaitable
             finally:
@@ -609,7 +610,9 @@ def _life(runtime: Runtime) -> None:
         try:
             runtime.report_error(error)
         except BaseException:
-            pass
+            import logging
+
+            logging.getLogger("subiso").exception("an isolate could not report its failure")
 
 
 def _teardown(runtime: Runtime, control: Any) -> None:

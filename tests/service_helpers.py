@@ -79,6 +79,7 @@ def send_buffer_and_linger_after_the_put(args: tuple[object, bytes]) -> None:
     def put_then_linger(qid: int, item: object) -> None:
         put(qid, item)
         _backend.queue_put = put
+        _backend.wake(port._wfd)  # type: ignore[attr-defined]  # the receiver may look now
         deadline = time.monotonic() + 0.5
         while not runtime.killed or (not runtime.inject_done and time.monotonic() < deadline):
             pass  # the receiver has the message now and kills this isolate
@@ -87,3 +88,20 @@ def send_buffer_and_linger_after_the_put(args: tuple[object, bytes]) -> None:
     port.send(subiso.TransferableBuffer(payload))  # type: ignore[attr-defined]
     while True:
         pass
+
+
+def async_work_after_a_kill() -> str:
+    """Run async work in an isolate that a kill reached before any event loop
+    ran (the state kill() leaves): the work must end at once."""
+    import asyncio
+
+    from subiso import _runtime
+
+    runtime = _runtime.Runtime.current
+    assert runtime is not None
+    runtime.exiting = True
+    try:
+        runtime.run_async(asyncio.sleep(3600))
+    except _runtime.IsolateKilled:
+        return "ended"
+    return "slept"

@@ -59,25 +59,6 @@ TESTS = Path(__file__).resolve().parent
 # Operations or features skipped by default because a known library bug breaks
 # them; each entry says which. Remove an entry (or pass --all) once it is fixed.
 KNOWN_BUGS: dict[str, str] = {
-    "pool_cycle": (
-        "done-callbacks run under the pool's lock on its collector thread: two pools "
-        "whose callbacks submit to each other deadlock (subiso/_pool.py); when off, "
-        "follow-ups go from the first shared pool to the second only"
-    ),
-    "kill_async_entry": (
-        "kill(IMMEDIATE) does not stop an isolate whose async entry awaits "
-        "receive_async(); it waits for the timeout (subiso/_runtime.py)"
-    ),
-    "close_wakes_receivers": (
-        "a receiver blocked in receive() (no timeout, or `for message in port`) can "
-        "miss the wake-up of a close() from another thread and block forever "
-        "(subiso/_ports.py _receive_item/_park vs close); when off, close_race "
-        "receivers wait in 0.5 s slices"
-    ),
-    "concurrent_join": (
-        "Isolate.join() from two threads: one raises PortClosedError when the other "
-        "closes the exit port (subiso/_isolate.py)"
-    ),
     "loops_share_port": (
         "receive_async() on one port from two event loops (threads) raises "
         "RuntimeError 'already watched by another event loop' (subiso/_ports.py)"
@@ -87,15 +68,6 @@ KNOWN_BUGS: dict[str, str] = {
         "send to it can wedge the whole process in queue_destroy (subiso/_ports.py "
         "close -> _backend.queue_destroy); when off, close_race stops its senders "
         "(threads only) before it closes the port under its blocked receivers"
-    ),
-    "wait_cancelled": (
-        "a running Task cancelled by Task.cancel() stays in state CANCELLED, never "
-        "CANCELLED_AND_NOTIFIED: concurrent.futures.wait()/as_completed() never see it "
-        "done (subiso/_pool.py Task._force_cancel); when off, futures are polled"
-    ),
-    "eventfds": (
-        "each spawned isolate leaves about one eventfd open that is not on the free "
-        "list (20 spawn+join: +20 eventfds); when off, eventfd growth is only printed"
     ),
     "pool_buffer": (
         "a TransferableBuffer argument to Pool.submit raises NotSendableError "
@@ -1253,7 +1225,7 @@ class Stress:
             "threads": set(threading.enumerate()),
             "fds": _fd_kinds(),
             "ports": set(_Local.ports),
-            "free_wakers": len(self.backend._free_wakers),
+            "free_wakers": self.backend.free_waker_count(),
         }
 
     def wait_spares(self, timeout: float) -> None:
@@ -1298,8 +1270,8 @@ class Stress:
         for kind in set(fds) | set(base_fds):  # type: ignore[arg-type]
             grown = fds[kind] - base_fds[kind]  # type: ignore[index]
             if kind == "eventfd":
-                # Wakers are never closed, only recycled: the main
-                # interpreter's free list may have grown; spares hold theirs.
+                # Wakers are never closed, only recycled: the free lists
+                # may have grown; spares hold theirs.
                 grown -= now["free_wakers"] - base["free_wakers"]  # type: ignore[operator]
                 grown -= 4 * max(0, ready - self.base_spares)
             if grown > 0 and kind == "eventfd" and not self.enabled("eventfds"):

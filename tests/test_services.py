@@ -196,3 +196,7 @@ def test_isolates_recycle_their_wake_up_fds():
         cycle()
     assert _hub.settle(TIMEOUT)
     assert _eventfds() - before <= 2
+
+
+def test_a_kill_before_the_event_loop_runs_ends_the_async_work():
+    assert subiso.run(service_helpers.async_work_after_a_kill) == "ended"
