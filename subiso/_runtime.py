@@ -219,7 +219,22 @@ class Runtime:
                 _backend.wait_readable([self.ctl_rfd], None)
                 _backend.waker_drain(self.ctl_rfd)
                 continue
+            self.take(item)
+
+    def take(self, item: object) -> None:
+        """Carry out one control request; one that cannot be loaded or
+        carried out is dropped and logged, and control goes on (the safety
+        net of the control thread: a kill must always get through)."""
+        try:
             self.apply(decode(item))  # type: ignore[arg-type]
+        except IsolateKilled:
+            raise  # on the isolate's thread, draining before an event
+        except BaseException:
+            import logging
+
+            logging.getLogger("subiso").exception(
+                "isolate %s dropped a control request", self.debug_name or self.ctl_qid
+            )
 
     def apply(self, request: object) -> None:
         """Carry out one control request (on the control thread, or on the
@@ -372,7 +387,7 @@ class Runtime:
                 break
             if item is EMPTY:
                 break
-            self.apply(decode(item))  # type: ignore[arg-type]
+            self.take(item)
         if self.killed:
             raise IsolateKilled
         return not self.exiting and not self.paused

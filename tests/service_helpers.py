@@ -105,3 +105,18 @@ def async_work_after_a_kill() -> str:
     except _runtime.IsolateKilled:
         return "ended"
     return "slept"
+
+
+def _refuse_isolates() -> object:
+    from subiso import _runtime
+
+    if _runtime.Runtime.current is not None:
+        raise RuntimeError("this value cannot be rebuilt in an isolate")
+    return "rebuilt"
+
+
+class OnlyInMain:
+    """A value that pickles anywhere and unpickles only in the main interpreter."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_refuse_isolates, ())

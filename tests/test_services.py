@@ -200,3 +200,14 @@ def test_isolates_recycle_their_wake_up_fds():
 
 def test_a_kill_before_the_event_loop_runs_ends_the_async_work():
     assert subiso.run(service_helpers.async_work_after_a_kill) == "ended"
+
+
+def test_a_control_request_the_isolate_cannot_load_leaves_it_controllable():
+    with subiso.ReceivePort() as port, subiso.ReceivePort() as pings:
+        iso = subiso.Isolate.spawn(helpers.listen_entry, port.send_port)
+        port.receive(timeout=TIMEOUT)
+        iso.ping(pings.send_port, service_helpers.OnlyInMain())  # fails in the isolate
+        iso.ping(pings.send_port, "pong")
+        assert pings.receive(timeout=TIMEOUT) == "pong"
+        iso.kill()
+        assert iso.join(TIMEOUT)
