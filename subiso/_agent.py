@@ -31,7 +31,8 @@ from typing import NamedTuple
 from . import _backend
 from ._backend import EMPTY
 from ._exceptions import BrokenIsolateError, BrokenServiceError, PortClosedError, RemoteError
-from ._isolate import Isolate, _check_isolation, spawn_isolate
+from ._hub import check_isolation
+from ._isolate import Isolate, spawn_isolate
 from ._ports import ReceivePort, SendPort
 from ._wire import decode, decode_exception, encode_exception
 
@@ -188,7 +189,7 @@ class Agent:
     def _start(
         factory: Callable[..., Any], args: tuple[Any, ...], isolation: str
     ) -> tuple[Isolate, ReceivePort]:
-        _check_isolation(isolation)
+        check_isolation(isolation)
         if not callable(factory):
             raise TypeError(f"factory {factory!r} is not callable")
         events = ReceivePort("agent events")

@@ -49,9 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ("BEFORE_NEXT_EVENT", "IMMEDIATE", "Capability", "Isolate")
 
-# The pool and the agent check isolation where they start isolates.
-_check_isolation = check_isolation
-
 
 class _SpawnNotSendableError(IsolateSpawnError, NotSendableError):
     """The entry or message of a spawn cannot cross (both kinds of error)."""

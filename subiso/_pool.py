@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError
-from ._isolate import Isolate, _check_isolation, spawn_isolate
+from ._hub import check_isolation
+from ._isolate import Isolate, spawn_isolate
 from ._ports import ReceivePort, SendPort
 from ._runtime import IMMEDIATE
 from ._wire import PLAIN, decode, decode_exception, encode, shareable
@@ -800,7 +801,7 @@ class Pool(_ExecutorFace):
         debug_name: str | None = None,
         isolation: str = "isolated",
     ) -> None:
-        _check_isolation(isolation)
+        check_isolation(isolation)
         if size is None:
             size = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
             size = size or os.cpu_count() or 1

@@ -288,14 +288,9 @@ def _fd_kinds() -> collections.Counter[str]:
 
 def _hub_module() -> tuple[Any, Callable[[], Any]]:
     """The module with ``settle`` and ``SPARES``, and how to get the hub."""
-    try:
-        from subiso import _hub  # type: ignore[attr-defined]
+    from subiso import _hub
 
-        return _hub, _hub.current_hub
-    except ImportError:
-        from subiso import _isolate
-
-        return _isolate, lambda: _isolate._hub
+    return _hub, _hub.current_hub
 
 
 class Stress:
