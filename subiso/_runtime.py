@@ -546,7 +546,11 @@ class Runtime:
         if self.exiting:
             return
         if _is_coroutine_function(entry):
-            self.call_user(lambda: self.run_async(self._async_entry(entry, message)))
+            work = self._async_entry(entry, message)  # made outside user code: no kill lands
+            try:
+                self.call_user(self.run_async, work)
+            finally:
+                work.close()  # a kill before it began: no "never awaited" warning
             return
         try:
             self.call_user(entry, message)  # what the entry returns is dropped, as in Dart
