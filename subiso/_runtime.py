@@ -51,6 +51,9 @@ BEFORE_NEXT_EVENT = 1
 # itself before it raises IsolateKilled into the thread.
 KILL_GRACE = 0.01
 
+# Seconds between raises into user code that swallowed the one before.
+KILL_RETRY = 0.05
+
 BOOTSTRAP = """\
 import sys
 sys.path[:] = _subiso_path
@@ -194,7 +197,6 @@ class Runtime:
         self.in_user_code = False  # only the isolate's thread reads or writes it
         self.injected = _thread.allocate_lock()  # released once the raise is set
         self.injected.acquire()
-        self.inject_done = False
         self.paused: dict[object, int] = {}  # by the capability that paused
         self.errors_fatal = True
         self.exit_listeners: list[tuple[SendPort, object]] = []
@@ -321,17 +323,32 @@ class Runtime:
         return True
 
     def _inject(self) -> None:
-        """Raise IsolateKilled in the isolate's thread; at most once (only the
-        control thread calls this, and only for the first kill)."""
-        try:
-            import ctypes
+        """Raise IsolateKilled in the isolate's thread, until it leaves user
+        code (only the control thread calls this, for the first kill).
 
+        A raise can be swallowed: by user code's ``except BaseException``, or
+        when it lands in a weakref callback or ``__del__``, whose errors are
+        only printed. So while the thread is still in user code, it is raised
+        again; under ``injected``, so that the thread cannot be withdrawing a
+        raise meanwhile (see _leave_user_code)."""
+        import ctypes
+        import time
+
+        def set_raise() -> None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self.thread_id), ctypes.py_object(IsolateKilled)
             )
+
+        try:
+            set_raise()
         finally:
-            self.inject_done = True
             self.injected.release()
+        while not self.stopping:
+            time.sleep(KILL_RETRY)
+            with self.injected:
+                if not self.in_user_code:
+                    return
+                set_raise()
 
     # An exception raised into a thread lands at any bytecode check, also
     # inside `with lock:` just after the acquire (which then never releases).
@@ -355,9 +372,8 @@ class Runtime:
         self.in_user_code = False
         if self._take_right():
             return
-        if not self.inject_done:
-            self.injected.acquire()  # the raise may land right after this
-            self.injected.release()
+        self.injected.acquire()  # the raise may land right after this
+        self.injected.release()
         self._withdraw_raise()
 
     def _shield(self) -> bool:

@@ -211,3 +211,11 @@ def test_a_control_request_the_isolate_cannot_load_leaves_it_controllable():
         assert pings.receive(timeout=TIMEOUT) == "pong"
         iso.kill()
         assert iso.join(TIMEOUT)
+
+
+def test_a_kill_that_user_code_swallows_is_raised_again():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(service_helpers.swallows_the_first_kill, port.send_port)
+        port.receive(timeout=TIMEOUT)
+        iso.kill()
+        assert iso.join(TIMEOUT)
