@@ -74,9 +74,10 @@ class _Local:
     on_interrupt: Callable[[], None] | None = None
     # In an isolate: keep a kill from landing in library code that must not
     # be cut (shield() is True if unshield() must follow; unshield raises
-    # the kill that waited).
+    # the kill that waited), and run a port's handler as user code.
     shield: Callable[[], bool] | None = None
     unshield: Callable[[], None] | None = None
+    run_handler: Callable[[Callable[[Any], object], Any], object] | None = None
     dispatcher: _Dispatcher | None = None
     keepalive = 0  # open ports that keep the isolate alive
     keepalive_changed: Callable[[], None] | None = None
@@ -85,6 +86,25 @@ class _Local:
     # The main interpreter runs user threads beside ours; an isolate's own
     # thread has its GIL to itself (its control thread is parked).
     runtime_threads_shared = True
+
+
+def _library[F: Callable[..., Any]](method: F) -> F:
+    """Mark a port method that takes a lock as library code: a kill raised
+    into the isolate's thread waits until it returns (landing inside, it
+    would leave the lock held, and the isolate could never close its ports)."""
+
+    def protected(*args: Any, **kwargs: Any) -> Any:
+        shield = _Local.shield
+        if shield is None or not shield():
+            return method(*args, **kwargs)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _Local.unshield()  # type: ignore[misc]
+
+    protected.__name__ = method.__name__
+    protected.__doc__ = method.__doc__
+    return protected  # type: ignore[return-value]
 
 
 def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
@@ -193,6 +213,7 @@ class _Port:
 
     # -- holding the waker ------------------------------------------------------
 
+    @_library
     def _hold(self) -> bool:
         """Become a holder of the waker; False if the port is closed."""
         with self._lock:
@@ -201,6 +222,7 @@ class _Port:
             self._holders += 1
             return True
 
+    @_library
     def _release(self, receiver: bool = False) -> None:
         """Stop holding the waker; the last holder of a closed port recycles it.
 
@@ -274,6 +296,7 @@ class _Port:
         else:
             self._spin = min(self._spin_max, max(_SPIN_MIN, self._spin / 4))
 
+    @_library
     def _park(self, timeout: float | None) -> object:
         """Wait on the waker until something may have happened; return an item
         found on the last look before waiting, else EMPTY.
@@ -346,6 +369,7 @@ class _Port:
                     self._async_waiters.remove(waiter)
                 self._unwatch_if_idle()
 
+    @_library
     def _watch(self, loop: Any) -> None:
         """Let ``loop`` (running on this thread) watch the waker.
 
@@ -371,6 +395,7 @@ class _Port:
             return
         self._unwatch(loop)
 
+    @_library
     def _unwatch(self, loop: Any) -> None:
         """Stop ``loop`` watching the waker (on its thread, or it is not running)."""
         with self._lock:
@@ -402,6 +427,7 @@ class _Port:
             return True
         return False
 
+    @_library
     def _on_readable(self) -> None:
         _backend.waker_drain(self._rfd)
         for waiter in self._async_waiters:
@@ -427,10 +453,14 @@ class _Port:
                 message = decode(item)  # type: ignore[arg-type]
                 handler = self._handler
                 if handler is not None:
-                    handler(message)
+                    if _Local.run_handler is not None:
+                        _Local.run_handler(handler, message)  # as user code
+                    else:
+                        handler(message)
             except BaseException as error:
                 _report(error)
 
+    @_library
     def _set_handler(self, handler: Callable[[Any], object] | None, keepalive: bool) -> None:
         with self._lock:
             if self._closed:
@@ -457,11 +487,13 @@ class _Port:
         self._keepalive = keepalive
         return 1 if keepalive else -1
 
+    @_library
     def _set_keepalive(self, keepalive: bool) -> None:
         with self._lock:
             change = 0 if self._closed else self._keepalive_to(keepalive)
         _count_keepalive(change)
 
+    @_library
     def close(self) -> None:
         """Close the port; what was not received yet is dropped. Idempotent."""
         waker = None
@@ -656,11 +688,13 @@ class _Dispatcher:
         self._started = False
         self._lock = _thread.allocate_lock()
 
+    @_library
     def add(self, port: _Port) -> None:
         with self._lock:
             self._ports[port._rfd] = port
         _backend.wake(self._wfd)
 
+    @_library
     def remove(self, port: _Port) -> None:
         with self._lock:
             if self._ports.get(port._rfd) is port:
@@ -670,6 +704,7 @@ class _Dispatcher:
     def wake(self) -> None:
         _backend.wake(self._wfd)
 
+    @_library
     def run_once(self, timeout: float | None) -> None:
         """Wait for port events and dispatch them (the isolate's loop turn)."""
         with self._lock:

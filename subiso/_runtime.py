@@ -179,6 +179,7 @@ class Runtime:
         _Local.on_interrupt = self._on_interrupt
         _Local.shield = self._shield
         _Local.unshield = self._enter_user_code
+        _Local.run_handler = self._run_handler
         _Local.report_error = self.report_error
         _Local.before_event = self.before_event
         _Local.keepalive_changed = self._wake_loop
@@ -355,21 +356,25 @@ class Runtime:
     # So entering and leaving user code takes no lock: the isolate's thread
     # publishes the right to raise before it looks at `killed`, and the
     # control thread sets `killed` before it takes that right. Under the GIL
-    # one of them sees the other, and exactly one raise can be pending.
+    # one of them sees the other.
+    #
+    # The raise lands at a bytecode check, and every function call is one.
+    # So `in_user_code = False` is written inline, first thing, where user
+    # code is left (never inside a called function, where a raise could land
+    # before it): once it is False, the control thread raises no more.
 
     def _enter_user_code(self) -> None:
         self.in_user_code = True
         self.may_inject.append(1)
         if self.killed:
+            self.in_user_code = False
             self._leave_user_code()
             raise IsolateKilled
 
     def _leave_user_code(self) -> None:
-        """Take back the right to raise; if the control thread took it first,
-        wait until its raise is set and withdraw it (or let it land here)."""
-        if not self.in_user_code:
-            return  # left already (a shield whose unshield raised the kill)
-        self.in_user_code = False
+        """After ``in_user_code = False``: take back the right to raise; if
+        the control thread took it first, wait until no raise of its can
+        still be set, and withdraw a pending one (or let it land here)."""
         if self._take_right():
             return
         self.injected.acquire()  # the raise may land right after this
@@ -381,8 +386,21 @@ class Runtime:
         user code for its length. True if the caller must unshield after."""
         if not self.in_user_code or _thread.get_ident() != self.thread_id:
             return False
+        self.in_user_code = False
         self._leave_user_code()
         return True
+
+    def _run_handler(self, handler: Any, message: Any) -> object:
+        """Call a port's handler as user code (the dispatch around it is not)."""
+        if self.in_user_code or _thread.get_ident() != self.thread_id:
+            return handler(message)
+        self._enter_user_code()
+        try:
+            return handler(message)
+        finally:
+            if self.in_user_code:
+                self.in_user_code = False
+                self._leave_user_code()
 
     def _withdraw_raise(self) -> None:
         """Clear a raise set into this thread and not landed yet, if any."""
@@ -459,7 +477,9 @@ class Runtime:
                 result = self.run_async(result)
             return result
         finally:
-            self._leave_user_code()
+            if self.in_user_code:  # not left already (a kill raised on re-entering)
+                self.in_user_code = False
+                self._leave_user_code()
 
     def run_async(self, awaitable: Any) -> Any:
         import asyncio
@@ -491,11 +511,7 @@ class Runtime:
         while not self.exiting and _Local.keepalive > 0:
             while self.later:
                 self.call_user(self.later.pop(0))
-            self._enter_user_code()
-            try:
-                dispatcher.run_once(None)
-            finally:
-                self._leave_user_code()
+            dispatcher.run_once(None)  # library code; handlers run as user code
 
     async def serve_async(self) -> None:
         """The asyncio face of ``serve``: wait until no port keeps us alive."""

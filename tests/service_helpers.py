@@ -135,3 +135,17 @@ def swallows_the_first_kill(port: object) -> None:
         pass
     while True:
         pass
+
+
+def parks_in_a_loop(port: object) -> None:
+    """User code that spends its time inside the port's own locking (short
+    parked waits), where a kill's raise must not land."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send("parking")  # type: ignore[attr-defined]
+    while True:
+        try:
+            inbox.receive(timeout=0.0002)
+        except TimeoutError:
+            pass

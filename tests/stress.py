@@ -286,6 +286,22 @@ def _fd_kinds() -> collections.Counter[str]:
     return kinds
 
 
+def _workers(pool: Any) -> list[str]:
+    """What a pool's workers are doing (for a hang report)."""
+    from subiso import _backend
+
+    found = []
+    for worker in list(pool._core.workers.values()):
+        iso = worker.isolate
+        control = iso._control._qid if iso._control is not None else None
+        found.append(
+            f"#{worker.index} ready={worker.inbox is not None} task={worker.task is not None} "
+            f"retiring={worker.retiring} killed={worker.killed} alive={iso.is_alive()} "
+            f"control_queue={_backend.queue_count(control) if control is not None else None}"
+        )
+    return found
+
+
 def _hub_module() -> tuple[Any, Callable[[], Any]]:
     """The module with ``settle`` and ``SPARES``, and how to get the hub."""
     from subiso import _hub
@@ -1016,7 +1032,8 @@ class Stress:
                 raise Failure(
                     "hang",
                     f"pool_cross: {len(pending)} tasks unfinished after {WAIT * 2} s: {kinds}; "
-                    f"stats {[p.stats() for p in pools]}",  # type: ignore[attr-defined]
+                    f"stats {[p.stats() for p in pools]}; "  # type: ignore[attr-defined]
+                    f"workers {[_workers(p) for p in pools]}",
                 )
             for kind, future, expected in batch:
                 self._check_task("pool_cross", kind, future, expected)
