@@ -26,6 +26,7 @@ from __future__ import annotations
 import _thread
 import sys
 from os import urandom as _urandom
+from time import sleep as _sleep
 from typing import NamedTuple, cast
 
 from . import _backend, _ports
@@ -196,8 +197,10 @@ class Runtime:
         # where the raised exception could land (see _enter_user_code).
         self.may_inject: list[int] = []
         self.in_user_code = False  # only the isolate's thread reads or writes it
-        self.injected = _thread.allocate_lock()  # released once the raise is set
-        self.injected.acquire()
+        # The control thread's raises, as flags and not a lock: a raise that
+        # lands just after a lock is taken leaves it held for good.
+        self.raise_set = False  # the first raise is set
+        self.raising = False  # the control thread is setting a raise now
         self.paused: dict[object, int] = {}  # by the capability that paused
         self.errors_fatal = True
         self.exit_listeners: list[tuple[SendPort, object]] = []
@@ -330,8 +333,11 @@ class Runtime:
         A raise can be swallowed: by user code's ``except BaseException``, or
         when it lands in a weakref callback or ``__del__``, whose errors are
         only printed. So while the thread is still in user code, it is raised
-        again; under ``injected``, so that the thread cannot be withdrawing a
-        raise meanwhile (see _leave_user_code)."""
+        again. ``raising`` is up while a raise is being set, before the
+        control thread looks at ``in_user_code``; the isolate's thread writes
+        ``in_user_code`` before it looks at ``raising``: under the GIL, a
+        thread that leaves user code either stops the next raise or waits for
+        it and withdraws it (see _leave_user_code)."""
         import ctypes
         import time
 
@@ -340,16 +346,21 @@ class Runtime:
                 ctypes.c_ulong(self.thread_id), ctypes.py_object(IsolateKilled)
             )
 
+        self.raising = True
         try:
             set_raise()
         finally:
-            self.injected.release()
+            self.raising = False
+            self.raise_set = True
         while not self.stopping:
             time.sleep(KILL_RETRY)
-            with self.injected:
+            self.raising = True
+            try:
                 if not self.in_user_code:
                     return
                 set_raise()
+            finally:
+                self.raising = False
 
     # An exception raised into a thread lands at any bytecode check, also
     # inside `with lock:` just after the acquire (which then never releases).
@@ -377,8 +388,8 @@ class Runtime:
         still be set, and withdraw a pending one (or let it land here)."""
         if self._take_right():
             return
-        self.injected.acquire()  # the raise may land right after this
-        self.injected.release()
+        while self.raising or not self.raise_set:  # the raise may land in here
+            _sleep(0.0001)
         self._withdraw_raise()
 
     def _shield(self) -> bool:

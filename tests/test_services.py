@@ -3,9 +3,11 @@ what users send them, and fail their waiters clearly when they break."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
 import os
+import random
 import threading
 from pathlib import Path
 
@@ -228,3 +230,17 @@ def test_kills_of_an_isolate_parking_on_a_port_all_end_it():
             port.receive(timeout=TIMEOUT)
             iso.kill()
             assert iso.join(TIMEOUT)
+
+
+def test_cancelling_running_pool_tasks_never_strands_a_worker():
+    """Each cancel kills a busy worker; the raise must never leave a lock of
+    the library held (the worker lived on, killed, and the pool stalled)."""
+    rng = random.Random(3)
+    with subiso.Pool(2) as pool:
+        for _ in range(30):
+            tasks = [pool.submit(helpers.busy_sum, 10**6) for _ in range(4)]
+            for task in tasks:
+                if rng.random() < 0.5:
+                    task.cancel()
+            _, pending = concurrent.futures.wait(tasks, timeout=TIMEOUT)
+            assert not pending, pool.stats()
