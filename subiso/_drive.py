@@ -15,10 +15,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
     from typing import Any
 
-__all__ = ("Pause", "drive", "drive_async")
+__all__ = ("Pause", "drive", "drive_async", "driven")
 
 
 class Pause:
@@ -64,3 +64,16 @@ async def drive_async(conversation: Generator[Any, Any, Any]) -> Any:
             value, failed = await step.wait_async(), False
         except BaseException as error:
             value, failed = error, True
+
+
+def driven[**P, T](conversation: Callable[P, Generator[Any, Any, T]]) -> Callable[P, T]:
+    """The blocking function that drives ``conversation`` to its end."""
+
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = drive(conversation(*args, **kwargs))
+        return result
+
+    blocking.__name__ = conversation.__name__
+    blocking.__qualname__ = conversation.__qualname__
+    blocking.__doc__ = conversation.__doc__
+    return blocking

@@ -18,7 +18,7 @@ from time import perf_counter as _perf_counter
 from typing import NamedTuple
 
 from . import _backend, _runtime
-from ._drive import drive, drive_async
+from ._drive import drive, drive_async, driven
 from ._exceptions import IsolateSpawnError, NotSendableError, PortClosedError
 from ._hub import Acquire, check_isolation, replenish
 from ._hub import settle as settle
@@ -378,31 +378,8 @@ def spawning(
     return handle
 
 
-def spawn_isolate(
-    entry: Callable[[Any], Any],
-    message: Any,
-    paused: bool = False,
-    errors_are_fatal: bool = True,
-    on_exit: SendPort | None = None,
-    on_error: SendPort | None = None,
-    debug_name: str | None = None,
-    isolation: str = "isolated",
-    exit_response: Any = None,
-) -> Isolate:
-    """``Isolate.spawn`` for the library's services (see ``spawning``)."""
-    return drive(  # type: ignore[no-any-return]
-        spawning(
-            entry,
-            message,
-            paused,
-            errors_are_fatal,
-            on_exit,
-            on_error,
-            debug_name,
-            isolation,
-            exit_response,
-        )
-    )
+# ``Isolate.spawn`` for the library's services (the pool, the agent).
+spawn_isolate = driven(spawning)
 
 
 def _isolate(
