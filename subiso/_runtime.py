@@ -484,15 +484,17 @@ class Runtime:
         self._enter_user_code()
         try:
             result = fn(*args, **kwargs)
-            if _is_awaitable(result):
-                result = self.run_async(result)
-            return result
         finally:
             if self.in_user_code:  # not left already (a kill raised on re-entering)
                 self.in_user_code = False
                 self._leave_user_code()
+        if _is_awaitable(result):
+            result = self.run_async(result)  # user code again while it runs
+        return result
 
     def run_async(self, awaitable: Any) -> Any:
+        """Run ``awaitable`` on a new event loop; user code while it runs
+        (making and closing the loop is not: a raise there breaks asyncio)."""
         import asyncio
 
         async def main() -> Any:
@@ -500,9 +502,13 @@ class Runtime:
             self.done_event = asyncio.Event()
             self.main_task = asyncio.current_task()
             self._check_done()  # a kill that came before the loop ran
+            self._enter_user_code()
             try:
                 return await awaitable
             finally:
+                if self.in_user_code:
+                    self.in_user_code = False
+                    self._leave_user_code()
                 self.loop = self.main_task = None
 
         try:
@@ -589,9 +595,9 @@ class Runtime:
         if self.exiting:
             return
         if _is_coroutine_function(entry):
-            work = self._async_entry(entry, message)  # made outside user code: no kill lands
+            work = self._async_entry(entry, message)
             try:
-                self.call_user(self.run_async, work)
+                self.run_async(work)
             finally:
                 work.close()  # a kill before it began: no "never awaited" warning
             return
