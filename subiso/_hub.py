@@ -233,6 +233,8 @@ class Hub:
         report = _backend.queue_get(booted.report_qid)
         _backend.queue_destroy(booted.report_qid)
         if report is _backend.EMPTY:  # the runtime never ran to its end
+            if booted.interp is not None and not self.closing:
+                _log.error("an isolate ended without running its teardown: %s", error)
             self._fail_start_commands(booted, error or "the isolate ended without a report")
             _backend.queue_destroy(booted.ctl_qid)
             sent_to: tuple[int, ...] = ()

@@ -34,6 +34,7 @@ def test_stress_short(seed):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(LONG_SECONDS + stress.margin(stress.WAIT) + 60)
 def test_stress_long():
     seed = random.SystemRandom().randrange(2**32)
