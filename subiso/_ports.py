@@ -646,11 +646,13 @@ class RawReceivePort(_Port):
 
 
 def _running_loop() -> Any:
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
+    # Absent while another thread is still importing asyncio; then no loop
+    # can be running in this one.
+    get_running_loop = getattr(sys.modules.get("asyncio"), "get_running_loop", None)
+    if get_running_loop is None:
         return None
     try:
-        return asyncio.get_running_loop()
+        return get_running_loop()
     except RuntimeError:
         return None
 
