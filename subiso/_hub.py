@@ -71,8 +71,6 @@ def check_isolation(isolation: str) -> None:
 
 # -- what travels on the hub queue ---------------------------------------------
 
-READY = "ready"  # a spare finished starting up: (PLAIN, (READY, ctl_qid))
-
 
 class Request(NamedTuple):
     """A question an isolate asks the hub; the answer goes to ``reply``."""
@@ -441,11 +439,6 @@ def settle(timeout: float = 10.0) -> bool:
 
 
 # -- asking the hub (from any interpreter) -------------------------------------
-
-
-def post_ready(runtime: Runtime) -> None:
-    """Tell the hub that this spare is warm."""
-    _deliver(runtime.hub_qid, _Process.hub_wfd, (PLAIN, (READY, runtime.ctl_qid)))
 
 
 def _answer(answer: tuple[Any, ...]) -> Any:

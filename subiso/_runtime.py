@@ -27,12 +27,13 @@ import _thread
 import sys
 from os import urandom as _urandom
 from time import sleep as _sleep
-from typing import NamedTuple, cast
 
 from . import _backend, _ports
 from ._backend import EMPTY
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
 from ._wire import (
+    PLAIN,
+    Message,
     decode,
     describe_error,
     encode,
@@ -93,8 +94,10 @@ def _capability(token: bytes) -> Capability:
 
 # -- control requests: what travels on an isolate's control port --------------
 
+READY = "ready"  # to the hub: a spare finished starting up, (PLAIN, (READY, ctl_qid))
 
-class Start(NamedTuple):
+
+class Start(Message):
     """Give a waiting isolate its work: one call ("run") or an entry ("spawn")."""
 
     kind: str
@@ -105,43 +108,43 @@ class Start(NamedTuple):
     payload: tuple[Any, ...]
 
 
-class Kill(NamedTuple):
+class Kill(Message):
     capability: object
     priority: int
 
 
-class Ping(NamedTuple):
+class Ping(Message):
     port: SendPort
     response: object
     priority: int
 
 
-class Pause(NamedTuple):
+class Pause(Message):
     capability: object
 
 
-class Resume(NamedTuple):
+class Resume(Message):
     capability: object
 
 
-class AddExitListener(NamedTuple):
+class AddExitListener(Message):
     port: SendPort
     response: object
 
 
-class RemoveExitListener(NamedTuple):
+class RemoveExitListener(Message):
     port: SendPort
 
 
-class AddErrorListener(NamedTuple):
+class AddErrorListener(Message):
     port: SendPort
 
 
-class RemoveErrorListener(NamedTuple):
+class RemoveErrorListener(Message):
     port: SendPort
 
 
-class SetErrorsFatal(NamedTuple):
+class SetErrorsFatal(Message):
     flag: bool
 
 
@@ -245,44 +248,38 @@ class Runtime:
     def apply(self, request: object) -> None:
         """Carry out one control request (on the control thread, or on the
         isolate's thread when its loop drains requests before an event)."""
-        kind = type(request)
-        if kind is Start:
+        if isinstance(request, Start):
             if self.exiting or self.job is not None or not self.job_ready.locked():
-                self.refused.append(cast("Start", request))  # teardown tells its sender
+                self.refused.append(request)  # teardown tells its sender
             else:
-                self.job = cast("Start", request)
+                self.job = request
                 self.job_ready.release()
-        elif kind is Kill:
-            kill = cast("Kill", request)
-            if kill.capability == self.terminate_cap:
-                self.kill(kill.priority)
-        elif kind is Ping:
-            port, response, priority = cast("Ping", request)
+        elif isinstance(request, Kill):
+            if request.capability == self.terminate_cap:
+                self.kill(request.priority)
+        elif isinstance(request, Ping):
+            port, response, priority = request
             if priority == IMMEDIATE:
                 port.send(response)
             else:
                 self._later(lambda: port.send(response))
-        elif kind is Pause:
-            self.paused[cast("Pause", request).capability] = 1
-        elif kind is Resume:
-            self.paused.pop(cast("Resume", request).capability, None)
+        elif isinstance(request, Pause):
+            self.paused[request.capability] = 1
+        elif isinstance(request, Resume):
+            self.paused.pop(request.capability, None)
             self._wake_loop()
-        elif kind is AddExitListener:
-            port, response = cast("AddExitListener", request)
-            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != port]
-            self.exit_listeners.append((port, response))
-        elif kind is RemoveExitListener:
-            port = cast("RemoveExitListener", request).port
-            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != port]
-        elif kind is AddErrorListener:
-            port = cast("AddErrorListener", request).port
-            if port not in self.error_listeners:
-                self.error_listeners.append(port)
-        elif kind is RemoveErrorListener:
-            port = cast("RemoveErrorListener", request).port
-            self.error_listeners = [p for p in self.error_listeners if p != port]
-        elif kind is SetErrorsFatal:
-            self.errors_fatal = bool(cast("SetErrorsFatal", request).flag)
+        elif isinstance(request, AddExitListener):
+            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != request.port]
+            self.exit_listeners.append((request.port, request.response))
+        elif isinstance(request, RemoveExitListener):
+            self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != request.port]
+        elif isinstance(request, AddErrorListener):
+            if request.port not in self.error_listeners:
+                self.error_listeners.append(request.port)
+        elif isinstance(request, RemoveErrorListener):
+            self.error_listeners = [p for p in self.error_listeners if p != request.port]
+        elif isinstance(request, SetErrorsFatal):
+            self.errors_fatal = bool(request.flag)
 
     def _later(self, action: Any) -> None:
         self.later.append(action)
@@ -647,9 +644,9 @@ def main(params: tuple[Any, ...]) -> None:
 
 
 def _life(runtime: Runtime) -> None:
-    from . import _hub
-
-    _hub.post_ready(runtime)  # warm now
+    # Warm now. (Inline, not through _hub: that module and its imports are
+    # the main interpreter's, and would slow every isolate's start-up.)
+    _ports._deliver(runtime.hub_qid, _Process.hub_wfd, (PLAIN, (READY, runtime.ctl_qid)))
     runtime.job_ready.acquire()
     if runtime.job is None:
         return

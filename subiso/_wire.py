@@ -34,8 +34,29 @@ TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
+    from typing import NamedTuple as Message
+else:
+
+    class _MessageType(type):
+        """``typing.NamedTuple``'s class syntax at the cost of
+        ``collections.namedtuple`` (collections is loaded at start-up,
+        typing is not). Fields come from the class's annotations, which the
+        defining module keeps as strings (``from __future__ import
+        annotations``)."""
+
+        def __new__(mcls, name, bases, namespace):
+            from collections import namedtuple
+
+            fields = tuple(namespace["__annotations__"])
+            cls = namedtuple(name, fields, module=namespace["__module__"])
+            cls.__qualname__ = namespace["__qualname__"]
+            cls.__doc__ = namespace.get("__doc__") or cls.__doc__
+            return cls
+
+    Message = type.__new__(_MessageType, "Message", (), {})
 
 __all__ = (
+    "Message",
     "TransferableBuffer",
     "decode",
     "encode",

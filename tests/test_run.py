@@ -156,3 +156,12 @@ def test_module_loaded_once_per_process():
     with pytest.raises(SubinterpreterImportError, match=r"subiso\.host") as info:
         subiso.Isolate.run(lambda: bool(__import__("curses")), isolation="legacy")
     assert info.value.name == "curses"
+
+
+def test_a_fresh_isolate_starts_without_the_heavy_modules():
+    # Every isolate pays for what its start-up imports: typing and logging
+    # (with re and traceback) cost milliseconds. They load only when code in
+    # the isolate asks for them.
+    loaded = set(subiso.run(eval, "list(__import__('sys').modules)"))
+    assert "subiso._runtime" in loaded
+    assert not loaded & {"typing", "logging", "traceback", "re", "subiso._hub"}
