@@ -189,6 +189,10 @@ class Runtime:
         _Local.keepalive_changed = self._wake_loop
         self.job_ready = _thread.allocate_lock()
         self.job_ready.acquire()
+        # Held while a paused start waits; _wake_loop releases it to make the
+        # start look again (its own wake-up: the control thread drains ctl_rfd).
+        self.start_gate = _thread.allocate_lock()
+        self.start_gate.acquire()
         self.job: Start | None = None
         self.thread_id = _thread.get_ident()
         self.killed = False
@@ -442,6 +446,11 @@ class Runtime:
                 pass
         elif _Local.dispatcher is not None:
             _Local.dispatcher.wake()
+        if self.start_gate.locked():
+            try:
+                self.start_gate.release()
+            except RuntimeError:
+                pass  # released by another thread meanwhile: the start looks again anyway
 
     def _check_done(self) -> None:
         """On the asyncio loop's thread: end the work if the isolate exits."""
@@ -585,10 +594,8 @@ class Runtime:
         if paused:
             self.paused[self.pause_cap] = 1
         ack.send(("started",))
-        while self.paused and not self.exiting:  # a paused start waits for resume
-            _backend.wait_readable([self.ctl_rfd, self.interrupt[0]], None)
-            _backend.waker_drain(self.ctl_rfd)
-            self.before_event()
+        while self.paused and not self.exiting:  # a paused start waits for resume or kill
+            self.start_gate.acquire()
         if self.exiting:
             return
         if _is_coroutine_function(entry):

@@ -405,3 +405,7 @@ def stress_buffer_check(args):
     copy = subiso.TransferableBuffer(view)
     view.release()
     port.send(("checked", ok, copy))
+
+
+def reply_entry(port):
+    port.send("started")

@@ -898,11 +898,13 @@ class Stress:
         try:
             message = port.send_port if kind != "failing" else "on purpose"
             iso = self.spawn(entry, message, on_error=port.send_port, debug_name=f"stress-{kind}")
-            if rng.random() < 0.3:
-                iso.pause()
+            resume = iso.pause() if rng.random() < 0.3 else None
             time.sleep(delay)
             if kind in ("failing", "exit") and rng.random() < 0.5:
-                pass  # it ends by itself
+                # It ends by itself, once resumed: a pause that lands before
+                # its entry runs holds the entry back, as in Dart.
+                if resume is not None:
+                    iso.resume(resume)
             elif rng.random() < 0.5:
                 iso.kill(priority if priority is not None else subiso.IMMEDIATE)
             else:

@@ -39,6 +39,20 @@ def test_pause_queues_events_until_every_capability_resumes():
         port.close()
 
 
+def test_resume_always_lets_a_paused_start_run_its_entry():
+    # The control thread and the paused start once waited on one wake-up fd:
+    # when the control thread drained the resume's wake-up, the start slept on.
+    for _ in range(20):
+        port = subiso.ReceivePort()
+        try:
+            iso = subiso.Isolate.spawn(helpers.reply_entry, port.send_port, paused=True)
+            iso.resume(iso.pause_capability)
+            assert port.receive(timeout=10) == "started"
+            assert iso.join(T)
+        finally:
+            port.close()
+
+
 def test_ping_before_next_event_comes_after_the_running_handler():
     port, iso, inbox = _start(helpers.pausable_entry)
     try:
