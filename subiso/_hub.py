@@ -39,9 +39,10 @@ from collections import deque
 from typing import NamedTuple, cast
 
 from . import _backend
+from . import _reaper as reaper
 from ._drive import drive, drive_async
 from ._exceptions import BrokenServiceError, IsolateSpawnError
-from ._ports import ReceivePort, SendPort, _deliver, _Process
+from ._ports import ReceivePort, SendPort, _deliver, _destroy_queue, _Process
 from ._runtime import BOOTSTRAP, IMMEDIATE, Kill, Runtime
 from ._wire import MIXED, PLAIN, decode, decode_exception, encode, encode_exception, shareable
 
@@ -151,6 +152,7 @@ class Hub:
         _backend.share_free_wakers(self.free_wakers_qid, owner=True)
         _Process.hub_wfd = self.wfd
         _Process.zombie_qid = self.zombie_qid
+        self.reaper = Reaper(self.wfd, self.zombie_qid)
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
         self.thread.start()
         threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
@@ -218,6 +220,8 @@ class Hub:
                         self.queue,
                         booted.isolation,
                         self.free_wakers_qid,
+                        self.reaper.queue,
+                        self.reaper.waker[1],
                     ),
                 },
             )
@@ -234,7 +238,7 @@ class Hub:
             if booted.interp is not None and not self.closing:
                 _log.error("an isolate ended without running its teardown: %s", error)
             self._fail_start_commands(booted, error or "the isolate ended without a report")
-            _backend.queue_destroy(booted.ctl_qid)
+            _destroy_queue(booted.ctl_qid)  # a thread may be sending it a request
             sent_to: tuple[int, ...] = ()
         else:
             sent_to, wakers = cast("tuple[tuple[int, ...], object]", report)
@@ -380,6 +384,7 @@ class Hub:
                         each.thread.name,
                     )
                     each.thread.join()
+        self.reaper.stop()
         # The hub thread may be destroying an interpreter right now. It must
         # be done before the process finalizes: CPython would end that
         # interpreter a second time and crash (seen on 3.14 and 3.15).
@@ -393,6 +398,58 @@ class Hub:
             zombies, self.zombies = self.zombies, []
         for interp, _ in zombies:
             _backend.interpreter_destroy(interp)
+
+
+class Reaper:
+    """The main interpreter's side of the reaper (see _reaper.py): its queue,
+    its thread (which runs the reaper's interpreter) and its stop."""
+
+    def __init__(self, hub_wfd: int, zombie_qid: int) -> None:
+        self.queue = _backend.queue_create()
+        self.waker = _backend.waker_new()
+        self.interp: object = _backend.interpreter_create("isolated")
+        params = (self.queue, self.waker[0], hub_wfd, zombie_qid)
+        _backend.interpreter_set_main(
+            self.interp, {"_subiso_path": tuple(sys.path), "_subiso_params": params}
+        )
+        self.thread = threading.Thread(target=self._run, name="subiso-reaper", daemon=True)
+        _Process.reaper_qid, _Process.reaper_wfd = self.queue, self.waker[1]
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            error = _backend.interpreter_exec(self.interp, reaper.BOOTSTRAP)
+            if error is not None:
+                _log.error("the reaper failed: %s", error)
+        except BaseException:
+            _log.exception("the reaper failed")
+        finally:
+            # From now on ports destroy their queues themselves; what was
+            # posted and not reaped is destroyed here.
+            _Process.reaper_qid = -1
+            self._destroy_posted()
+
+    def _destroy_posted(self) -> None:
+        while (item := _backend.queue_get(self.queue)) is not _backend.EMPTY:
+            target = cast("tuple[int, int]", item)[1]
+            if target != reaper.STOP:
+                reaper.destroy(target)
+
+    def stop(self) -> None:
+        """At exit, once the isolates ended: stop the reaper and destroy its
+        interpreter (CPython would otherwise finalize it at exit)."""
+        _backend.queue_put(self.queue, (PLAIN, reaper.STOP))
+        _backend.wake(self.waker[1])
+        self.thread.join(HUB_EXIT_SECONDS)
+        if self.thread.is_alive():
+            _log.error("the reaper did not stop in time")
+            return
+        if self.interp is not None:
+            _backend.interpreter_destroy(self.interp)
+            self.interp = None
+        self._destroy_posted()  # posted after the stop
+        _backend.queue_destroy(self.queue)
+        _backend.waker_free(self.waker)
 
 
 FORK_WARNING = (

@@ -43,7 +43,7 @@ import time
 from . import _backend
 from ._backend import EMPTY, queue_get
 from ._exceptions import NotSendableError, PortClosedError
-from ._wire import decode, encode, mark_sent, release_item, shareable
+from ._wire import PLAIN, decode, encode, mark_sent, release_item, shareable
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class _Process:
 
     hub_wfd: int = -1  # wakes the main interpreter's hub (reaping, spawning)
     zombie_qid: int = -1  # non-empty while exited isolates wait to be destroyed
+    reaper_qid: int = -1  # the reaper's queue (_reaper.py), while it runs
+    reaper_wfd: int = -1
 
 
 class _Local:
@@ -133,6 +135,27 @@ def _put(qid: int, item: tuple[Any, ...]) -> bool:
         return False
     mark_sent(item)
     return True
+
+
+def _destroy_queue(qid: int) -> None:
+    """Destroy a drained queue that other threads may still be putting to.
+
+    The reaper does it when there is one: destroying it here could freeze
+    the process (see _reaper.py). Posted like a message, so that an isolate
+    that exits right after is destroyed only once the reaper took the post.
+    """
+    reaper = _Process.reaper_qid
+    if reaper >= 0:
+        _Local.sent_to.add(reaper)
+        try:
+            _backend.queue_put(reaper, (PLAIN, qid))
+        except _backend.QueueNotFoundError:
+            pass  # the reaper stopped meanwhile
+        else:
+            _backend.wake(_Process.reaper_wfd)
+            return
+    _backend.queue_destroy(qid)
+    _drained()
 
 
 def _drained() -> None:
@@ -513,8 +536,7 @@ class _Port:
             _Local.dispatcher.remove(self)
         while (item := queue_get(self._qid)) is not EMPTY:
             release_item(item)  # type: ignore[arg-type]
-        _backend.queue_destroy(self._qid)
-        _drained()
+        _destroy_queue(self._qid)
         if loop is not None and self._on_owner(loop, self._close_on_loop, loop):
             self._close_on_loop(loop)
         if holders:

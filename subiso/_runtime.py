@@ -173,6 +173,8 @@ class Runtime:
             self.hub_qid,
             self.isolation,
             free_wakers_qid,
+            _Process.reaper_qid,
+            _Process.reaper_wfd,
         ) = params
         _backend.share_free_wakers(free_wakers_qid, owner=False)
         self.debug_name: str | None = None

@@ -21,7 +21,7 @@ def _our_threads() -> set[threading.Thread]:
         t
         for t in threading.enumerate()
         if t.name.startswith("subiso-")
-        and t.name not in ("subiso-spare", "subiso-hub")
+        and t.name not in ("subiso-spare", "subiso-hub", "subiso-reaper")
         and t.name != "subiso-port-dispatcher"
     }
 
@@ -47,14 +47,15 @@ def no_leaks():
     leaked_threads = [
         t
         for t in set(threading.enumerate()) - threads_before
-        if t.name not in ("subiso-spare", "subiso-hub", "subiso-port-dispatcher")
+        if t.name not in ("subiso-spare", "subiso-hub", "subiso-reaper", "subiso-port-dispatcher")
         and not t.name.startswith("subiso-host")  # the host-call pool lives on
     ]
     assert not leaked_threads, f"threads left behind: {leaked_threads}"
     hub = _hub.current_hub()
     ready = 0 if hub is None else len(hub.spares)
     warming = 0 if hub is None else len(hub.warming)  # their interpreter may not exist yet
-    interpreters = len(_backend.interpreter_ids())
+    reaper = 0 if hub is None else 1  # the reaper's interpreter lives with the hub
+    interpreters = len(_backend.interpreter_ids()) - reaper
     assert 1 + ready <= interpreters <= 1 + ready + warming, (
         f"interpreters left behind: {interpreters} for {ready} spares, {warming} warming"
     )

@@ -46,7 +46,7 @@ class Steps:
         self._lock = threading.Lock()
         self._patch_before(monkeypatch, _backend, "wait_readable")
         self._patch_before(monkeypatch, _backend, "waker_drain")
-        self._patch_before(monkeypatch, _backend, "queue_destroy")
+        self._patch_before(monkeypatch, _ports, "_destroy_queue")
         self._patch_before(monkeypatch, _backend, "waker_free")
         self._patch_before(monkeypatch, _ports._Port, "_park")
         self._patch_before(monkeypatch, _ports._Port, "_set_keepalive")
@@ -170,7 +170,7 @@ def test_waker_is_released_once_when_a_receiver_leaves_during_close(steps, rescu
     # close is under way; both then release the port's waker.
     parked = steps.pause("receiver", "wait_readable", skip=True, result=[])
     receiver_frees = steps.pause("receiver", "waker_free")
-    closing = steps.pause("closer", "queue_destroy")
+    closing = steps.pause("closer", "_destroy_queue")
     receiver = Worker(steps, "receiver", port.receive)
     rescue.append((receiver, waker[1], steps))
     assert parked.reached.wait(WAIT)
@@ -463,3 +463,59 @@ def test_close_while_the_dispatcher_dispatches_does_not_stop_it(steps, monkeypat
         second.listen(lambda message: got.set())
         second.send_port.send("still dispatched")
         assert got.wait(WAIT)
+
+
+CLOSE_WHILE_SENDING = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import helpers, subiso
+
+for _ in range(20):
+    port = subiso.ReceivePort()
+    stop = threading.Event()
+
+    def send_loop():
+        i = 0
+        while not stop.is_set():
+            port.send_port.send((1, i))
+            i += 1
+
+    threads = [threading.Thread(target=send_loop) for _ in range(2)]
+    isolates = [
+        subiso.Isolate.spawn(helpers.stress_stream, (port.send_port, 2, 20_000))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    port.receive(timeout=10)  # the senders are under way
+    port.close()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for isolate in isolates:
+        assert isolate.join(30)
+print("done")
+"""
+
+
+def test_close_while_threads_and_isolates_send_never_wedges_the_process():
+    # CPython destroys a queue by spinning, GIL held, until no put or get is
+    # inside it; a put by another thread of the same interpreter that had to
+    # wait for the cross-interpreter registry's lock needs that GIL back to
+    # finish. The whole process froze, most runs within ten rounds. It runs
+    # in a child: a frozen process cannot fail a test.
+    import subprocess
+    from pathlib import Path
+
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", CLOSE_WHILE_SENDING, str(Path(__file__).parent)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("closing a port while threads and isolates sent to it froze the process")
+    assert child.returncode == 0, child.stdout + child.stderr
+    assert child.stdout.strip() == "done"

@@ -1,0 +1,80 @@
+"""The reaper: destroys the queues of closed ports, in an interpreter of its own.
+
+CPython destroys a queue by spinning, with the caller's GIL held, until no
+put or get is inside it. A put by another thread of the caller's interpreter
+can be inside it while it waits for the cross-interpreter registry's lock
+(contended whenever isolates send), and it needs that GIL back to finish:
+the whole process froze. The reaper's interpreter runs one thread, which
+puts on no queue but the hub's wake-up, so its spin only ever waits for puts
+that can finish.
+
+Thread rule: a port (any interpreter, any thread) drains its closed queue
+and posts the queue's id here (``_ports._destroy_queue``); only the reaper
+thread takes from the reaper queue, drains again what arrived meanwhile and
+destroys. The hub starts the reaper with itself and stops it at exit; while
+there is none (no isolate started yet, so no other interpreter can be inside
+a queue; or after exit), ports destroy their queues themselves. The reaper's
+safety net: a queue it fails to destroy is logged and left, and if its loop
+ends, the main interpreter destroys what is still posted.
+"""
+
+from __future__ import annotations
+
+from . import _backend
+from ._backend import EMPTY
+
+TYPE_CHECKING = False  # typing costs an import in every fresh isolate
+if TYPE_CHECKING:
+    from typing import Any
+
+BOOTSTRAP = """\
+import sys
+sys.path[:] = _subiso_path
+from subiso import _reaper
+_reaper.serve(_subiso_params)
+"""
+
+STOP = -1  # posted instead of a queue id: the reaper returns
+
+
+def serve(params: tuple[Any, ...]) -> None:
+    """The reaper's loop, in its own interpreter."""
+    qid, rfd, hub_wfd, zombie_qid = params
+    while True:
+        _backend.wait_readable([rfd], None)
+        _backend.waker_drain(rfd)
+        while (item := _backend.queue_get(qid)) is not EMPTY:
+            target = item[1]  # type: ignore[index]
+            if target == STOP:
+                return
+            destroy(target)
+        # Queues just went away: an exited isolate that sent to them (or
+        # posted them here) may now be destroyed.
+        if _backend.queue_count(zombie_qid):
+            _backend.wake(hub_wfd)
+
+
+def destroy(qid: int) -> None:
+    """Drop what still waits on the queue, then destroy it."""
+    try:
+        while (item := _backend.queue_get(qid)) is not EMPTY:
+            release(item)  # type: ignore[arg-type]
+        _backend.queue_destroy(qid)
+    except _backend.QueueNotFoundError:
+        pass
+    except BaseException:  # the safety net: one queue is left, the reaper goes on
+        import logging
+
+        logging.getLogger("subiso").exception("the reaper could not destroy queue %s", qid)
+
+
+def release(item: tuple[Any, ...]) -> None:
+    """``_wire.release_item``, without importing the codec here."""
+    import os
+
+    if len(item) > 2:
+        for fd in item[2]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
