@@ -20,6 +20,7 @@ import time
 import pyperf
 
 import subiso
+from subiso import _hub
 
 IDLE_COUNT = 50
 RUNS = 400
@@ -81,11 +82,11 @@ def runs(count: int) -> float:
     anything subiso would leak."""
     for _ in range(20):
         subiso.run(abs, -1)
-    subiso._isolate.settle(60)
+    _hub.settle(60)
     before = _rss()
     for i in range(count):
         subiso.run(abs, -i)
-    subiso._isolate.settle(60)
+    _hub.settle(60)
     return _rss() - before
 
 
