@@ -342,9 +342,10 @@ class Stress:
 
     def fail(self, kind: str, op: str, detail: str) -> None:
         record = {"kind": kind, "op": op, "detail": detail, "seed": self.seed}
-        with self.lock:
+        with self.lock:  # one line per failure, whole (print() writes the newline apart)
             self.failures.append(Failure(kind, detail))
-        print(FAILURE_TAG + json.dumps(record), flush=True)
+            sys.stdout.write(FAILURE_TAG + json.dumps(record) + "\n")
+            sys.stdout.flush()
 
     def enabled(self, feature: str) -> bool:
         return feature not in self.skip
