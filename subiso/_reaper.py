@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from . import _backend
 from ._backend import EMPTY
+from ._wire import release_item
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def destroy(qid: int) -> None:
     """Drop what still waits on the queue, then destroy it."""
     try:
         while (item := _backend.queue_get(qid)) is not EMPTY:
-            release(item)  # type: ignore[arg-type]
+            release_item(item)  # type: ignore[arg-type]
         _backend.queue_destroy(qid)
     except _backend.QueueNotFoundError:
         pass
@@ -66,15 +67,3 @@ def destroy(qid: int) -> None:
         import logging
 
         logging.getLogger("subiso").exception("the reaper could not destroy queue %s", qid)
-
-
-def release(item: tuple[Any, ...]) -> None:
-    """``_wire.release_item``, without importing the codec here."""
-    import os
-
-    if len(item) > 2:
-        for fd in item[2]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
