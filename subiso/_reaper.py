@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from . import _backend
 from ._backend import EMPTY
+from ._ports import _drained, _Process
 from ._wire import release_item
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
@@ -40,7 +41,7 @@ STOP = -1  # posted instead of a queue id: the reaper returns
 
 def serve(params: tuple[Any, ...]) -> None:
     """The reaper's loop, in its own interpreter."""
-    qid, rfd, hub_wfd, zombie_qid = params
+    qid, rfd, _Process.hub_wfd, _Process.zombie_qid = params
     while True:
         _backend.wait_readable([rfd], None)
         _backend.waker_drain(rfd)
@@ -51,8 +52,7 @@ def serve(params: tuple[Any, ...]) -> None:
             destroy(target)
         # Queues just went away: an exited isolate that sent to them (or
         # posted them here) may now be destroyed.
-        if _backend.queue_count(zombie_qid):
-            _backend.wake(hub_wfd)
+        _drained()
 
 
 def destroy(qid: int) -> None:
