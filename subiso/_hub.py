@@ -14,7 +14,13 @@ When an isolate has exited, its interpreter is destroyed as soon as nothing it
 sent is still waiting on a queue: CPython drops queued items together with the
 interpreter that put them, and a message must outlive its sender (Dart's
 ``Isolate.exit(port, result)`` is the common case). Until then it is a
-*zombie*; receivers that drain a queue wake the hub to look again.
+*zombie*. A queue it sent to is done with once it is seen empty, or, for a
+queue whose consumer counts what it takes (the hub's own, and ports of the
+main interpreter), once that count reaches a ticket drawn when the hub first
+looked: a busy queue may never be seen empty. Receivers that drain a queue
+or reach a ticket wake the hub to look again. Isolates post the queues of
+their closed ports to the reaper through the hub, so the reaper's queue holds
+nothing of theirs.
 
 Threads and what they may touch:
 
@@ -42,13 +48,13 @@ from . import _backend
 from . import _reaper as reaper
 from ._drive import drive, drive_async
 from ._exceptions import BrokenServiceError, IsolateSpawnError
-from ._ports import ReceivePort, SendPort, _deliver, _destroy_queue, _Process
-from ._runtime import BOOTSTRAP, IMMEDIATE, Kill, Runtime
+from ._ports import DESTROY, ReceivePort, SendPort, _deliver, _destroy_queue, _Local, _Process
+from ._runtime import BOOTSTRAP, IMMEDIATE, READY, Kill, Runtime
 from ._wire import MIXED, PLAIN, decode, decode_exception, encode, encode_exception, shareable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
     from typing import Any
 
 SPARES = min(2, os.cpu_count() or 1)
@@ -135,6 +141,46 @@ class _AnyCapability:
 ANY_CAPABILITY = _AnyCapability()
 
 
+class Zombie:
+    """An exited isolate whose interpreter waits for what it sent to be taken.
+
+    Owned by the hub (under ``Hub.lock``): ``waiting`` maps each queue it sent
+    to that may still hold its items to a ticket, -1 until one is drawn.
+    """
+
+    __slots__ = ("interp", "waiting")
+
+    def __init__(self, interp: object, sent_to: tuple[int, ...]) -> None:
+        self.interp = interp
+        self.waiting = dict.fromkeys(sent_to, -1)
+
+    def received(self, counter_of: Callable[[int], Any]) -> bool:
+        """Look again; True once nothing it sent waits on a queue.
+
+        ``counter_of(qid)`` is the consumer of the queue, if it counts what it
+        takes (``taken``) and wakes the hub when that reaches ``wake_at``.
+        Items are taken in order and the isolate puts no more, so its items
+        are gone once ``taken`` reaches what was taken plus what was waiting
+        at the first look. The count is read first: the ticket errs late,
+        never early.
+        """
+        for qid, ticket in list(self.waiting.items()):
+            waiting = _backend.queue_count(qid)
+            if not waiting:
+                del self.waiting[qid]
+                continue
+            counter = counter_of(qid)
+            if counter is None:
+                continue  # until the queue is seen empty
+            if ticket < 0:
+                ticket = self.waiting[qid] = counter.taken + waiting
+            if ticket < counter.wake_at:
+                counter.wake_at = ticket
+            if counter.taken >= ticket:  # also after the wake-up was set: none is lost
+                del self.waiting[qid]
+        return not self.waiting
+
+
 class Hub:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -142,7 +188,11 @@ class Hub:
         self.spares: deque[_Booted] = deque()  # warm, waiting for work
         self.warming: deque[_Booted] = deque()  # spares still starting up
         self.live: dict[int, _Booted] = {}  # by control queue id, spares included
-        self.zombies: list[tuple[object, tuple[int, ...]]] = []
+        self.zombies: list[Zombie] = []
+        # Items the hub thread took off its queue (Zombie.received); the hub
+        # looks at its zombies after each batch, so it needs no wake-up.
+        self.taken = 0
+        self.wake_at = 0
         self.destroying = 0
         self.closing = False
         self.queue = _backend.queue_create()
@@ -251,7 +301,7 @@ class Hub:
                 if booted in waiting:
                     waiting.remove(booted)
             if booted.interp is not None:
-                self.zombies.append((booted.interp, sent_to))
+                self.zombies.append(Zombie(booted.interp, sent_to))
                 _backend.queue_put(self.zombie_qid, 0)
             self.changed.notify_all()
         self._reap()
@@ -273,25 +323,31 @@ class Hub:
             if type(request) is Start:
                 request.notify.send(("spawnerror", error))
 
-    def _reap(self) -> None:
-        """Destroy every exited isolate whose sent messages were all received."""
-        with self.lock:
-            ready = [
-                zombie
-                for zombie in self.zombies
-                if not any(_backend.queue_count(qid) for qid in zombie[1])
-            ]
-            for zombie in ready:
+    def _counter(self, qid: int) -> Any:
+        """The consumer of a queue that counts what it takes, if there is one."""
+        return self if qid == self.queue else _Local.ports.get(qid)
+
+    def _reap(self, most: int = -1) -> int:
+        """Destroy exited isolates whose sent messages were all received, one
+        at a time, so that the threads that reap share the work; at most
+        ``most`` of them if it is not negative. Returns how many."""
+        done = 0
+        while done != most:
+            with self.lock:
+                zombie = next((z for z in self.zombies if z.received(self._counter)), None)
+                if zombie is None:
+                    break
                 self.zombies.remove(zombie)
                 _backend.queue_get(self.zombie_qid)
-            self.destroying += len(ready)
-        try:
-            for interp, _ in ready:
-                _backend.interpreter_destroy(interp)
-        finally:
-            with self.lock:
-                self.destroying -= len(ready)
-                self.changed.notify_all()
+                self.destroying += 1
+            try:
+                _backend.interpreter_destroy(zombie.interp)
+            finally:
+                with self.lock:
+                    self.destroying -= 1
+                    self.changed.notify_all()
+            done += 1
+        return done
 
     # -- the hub thread ---------------------------------------------------------
 
@@ -301,17 +357,25 @@ class Hub:
                 _backend.wait_readable([self.rfd], None)
                 _backend.waker_drain(self.rfd)
                 while (item := _backend.queue_get(self.queue)) is not _backend.EMPTY:
+                    self.taken += 1
                     try:
                         self._take(cast("tuple[Any, ...]", item))
                     except BaseException:  # a request that cannot be read or answered
                         _log.exception("the hub dropped a request it could not answer")
-                self._reap()
+                # One at a time, requests in between: the next zombies may
+                # wait for them to be taken.
+                if self._reap(most=1):
+                    _backend.wake(self.wfd)
             except BaseException:  # the safety net: log, and go on serving
                 _log.exception("the hub met an error; it goes on serving")
 
     def _take(self, item: tuple[Any, ...]) -> None:
-        if item[0] == PLAIN:  # READY, from the runtime of a spare
-            self._warm(item[1][1])
+        if item[0] == PLAIN:  # from the runtime of an isolate
+            notice, arg = item[1]
+            if notice == READY:  # a spare finished starting up
+                self._warm(arg)
+            elif notice == DESTROY:  # a closed port's queue, for the reaper
+                _destroy_queue(arg)
             return
         kind, reply, payload, error = _load_request(item)
         try:
@@ -396,8 +460,8 @@ class Hub:
             return  # wedged in a service: destroying beside it could crash
         with self.lock:
             zombies, self.zombies = self.zombies, []
-        for interp, _ in zombies:
-            _backend.interpreter_destroy(interp)
+        for zombie in zombies:
+            _backend.interpreter_destroy(zombie.interp)
 
 
 class Reaper:

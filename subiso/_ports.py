@@ -56,12 +56,14 @@ _perf_counter = time.perf_counter
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 _SPIN_MIN = 2e-6
 _SPIN_MAX = 100e-6
+_NEVER = 1 << 62  # a count never reached
 
 
 class _Process:
     """Process-wide ids every interpreter learns at start-up."""
 
     hub_wfd: int = -1  # wakes the main interpreter's hub (reaping, spawning)
+    hub_qid: int = -1  # the hub's queue, in isolates
     zombie_qid: int = -1  # non-empty while exited isolates wait to be destroyed
     reaper_qid: int = -1  # the reaper's queue (_reaper.py), while it runs
     reaper_wfd: int = -1
@@ -137,13 +139,24 @@ def _put(qid: int, item: tuple[Any, ...]) -> bool:
     return True
 
 
+DESTROY = "destroy"  # to the hub: (PLAIN, (DESTROY, qid)), a queue for the reaper
+
+
 def _destroy_queue(qid: int) -> None:
     """Destroy a drained queue that other threads may still be putting to.
 
     The reaper does it when there is one: destroying it here could freeze
-    the process (see _reaper.py). Posted like a message, so that an isolate
-    that exits right after is destroyed only once the reaper took the post.
+    the process (see _reaper.py). An isolate posts it through the hub, like
+    a message: the hub counts what it takes off its queue, so an isolate that
+    exits right after waits only for the hub to take the post (the reaper's
+    queue, which others keep busy, then holds nothing of isolates).
     """
+    hub = _Process.hub_qid
+    if hub >= 0:
+        _Local.sent_to.add(hub)  # before the put, as in _deliver
+        if _put(hub, (PLAIN, (DESTROY, qid))):
+            _backend.wake(_Process.hub_wfd)
+            return
     reaper = _Process.reaper_qid
     if reaper >= 0:
         _Local.sent_to.add(reaper)
@@ -217,6 +230,10 @@ class _Port:
         self._spin_max = _SPIN_MAX  # 0 for a receiver that must never spin
         self._handler: Callable[[Any], object] | None = None
         self._keepalive = False
+        # Items taken; the hub reaps an exited isolate that sent here once
+        # this reaches its ticket (_hub.Zombie), and sets wake_at to hear of it.
+        self.taken = 0
+        self.wake_at = _NEVER
         self._loop: Any = None  # the asyncio loop watching this port, if any
         self._async_waiters: list[Any] = []  # owned by self._loop's thread
         _Local.ports[self._qid] = self
@@ -230,8 +247,13 @@ class _Port:
             item = queue_get(self._qid)
         except _backend.QueueNotFoundError:  # closed by another thread meanwhile
             raise PortClosedError(f"{self!r} is closed") from None
-        if item is not EMPTY and not _backend.queue_count(self._qid):
-            _drained()
+        if item is not EMPTY:
+            self.taken = taken = self.taken + 1
+            if taken >= self.wake_at:
+                self.wake_at = _NEVER  # the hub sets it again if it still waits
+                _drained()
+            elif not _backend.queue_count(self._qid):
+                _drained()
         return item
 
     # -- holding the waker ------------------------------------------------------

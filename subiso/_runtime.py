@@ -176,6 +176,7 @@ class Runtime:
             _Process.reaper_qid,
             _Process.reaper_wfd,
         ) = params
+        _Process.hub_qid = self.hub_qid
         _backend.share_free_wakers(free_wakers_qid, owner=False)
         self.debug_name: str | None = None
         self.pause_cap: object = None

@@ -30,7 +30,7 @@ def _hub_state() -> str:
     hub = _hub.current_hub()
     if hub is None:
         return "no hub"
-    zombies = [(i, [(q, _backend.queue_count(q)) for q in qs]) for i, qs in hub.zombies]
+    zombies = [(z.interp, {q: _backend.queue_count(q) for q in z.waiting}) for z in hub.zombies]
     return (
         f"live={len(hub.live)} spares={len(hub.spares)} warming={len(hub.warming)} "
         f"destroying={hub.destroying} zombies={zombies} "

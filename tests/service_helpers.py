@@ -149,3 +149,10 @@ def parks_in_a_loop(port: object) -> None:
             inbox.receive(timeout=0.0002)
         except TimeoutError:
             pass
+
+
+def open_and_close_a_port(_=None):
+    import subiso
+
+    subiso.ReceivePort().close()
+    return "closed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import helpers
 import pytest
 
@@ -113,3 +115,25 @@ def test_spawn_async():
 
 def test_nested_run_inside_an_isolate():
     assert subiso.run(lambda: subiso.run(helpers.square, 6)) == 36
+
+
+def test_an_exited_isolate_is_destroyed_while_its_port_stays_busy():
+    # The isolate's message shares the queue with a steady stream, so the
+    # queue is never seen empty: the interpreter must still be destroyed once
+    # its message was received, not when the stream pauses.
+    from subiso import _hub
+
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.burst_entry, (port.send_port, 1))
+        assert iso.join(T)
+        hub = _hub.current_hub()
+        port.send_port.send("ours")  # always one of ours waiting behind
+        assert port.receive(timeout=T) == 0
+        deadline = time.monotonic() + T
+        gone = False
+        while not gone and time.monotonic() < deadline:
+            port.send_port.send("ours")
+            port.receive(timeout=T)  # the port never empties
+            with hub.changed:
+                gone = hub.changed.wait_for(lambda: not hub.zombies, 0.01)
+        assert gone, "the exited isolate stayed a zombie behind a busy port"

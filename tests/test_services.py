@@ -16,7 +16,7 @@ import pytest
 import service_helpers
 
 import subiso
-from subiso import _hub
+from subiso import _backend, _hub
 
 TIMEOUT = 30
 
@@ -105,11 +105,11 @@ def test_the_hub_loop_survives_an_error_of_its_own(monkeypatch, caplog):
     reap = _hub.Hub._reap
     failed = threading.Event()
 
-    def reap_failing_once(self):
+    def reap_failing_once(self, most=-1):
         if threading.current_thread() is hub.thread and not failed.is_set():
             failed.set()
             raise RuntimeError("injected into the hub loop")
-        reap(self)
+        return reap(self, most)
 
     monkeypatch.setattr(_hub.Hub, "_reap", reap_failing_once)
     with caplog.at_level(logging.ERROR, logger="subiso"):
@@ -244,3 +244,30 @@ def test_cancelling_running_pool_tasks_never_strands_a_worker():
                     task.cancel()
             _, pending = concurrent.futures.wait(tasks, timeout=TIMEOUT)
             assert not pending, pool.stats()
+
+
+def test_an_exited_isolate_is_destroyed_while_the_hub_queue_stays_busy(monkeypatch):
+    # Under load the hub's queue always holds somebody's request, so it is
+    # never seen empty; every isolate posted to it (at least that it was ready).
+    from subiso._ports import _deliver
+    from subiso._wire import PLAIN
+
+    hub = _hub.the_hub()
+    real_count = _backend.queue_count
+    monkeypatch.setattr(_backend, "queue_count", lambda qid: real_count(qid) + (qid == hub.queue))
+    assert subiso.run(len, "ab") == 2
+    _deliver(hub.queue, hub.wfd, (PLAIN, ("nothing", None)))  # one more request is taken
+    assert _hub.settle(TIMEOUT), "the exited isolate stayed a zombie behind the hub's queue"
+
+
+def test_an_isolate_that_closed_a_port_is_destroyed_while_the_reaper_stays_busy(monkeypatch):
+    # Every isolate that closes a port hands its queue to the reaper, so under
+    # load the reaper's queue is never seen empty either.
+    from subiso._ports import _Process
+
+    _hub.the_hub()  # starts the reaper
+    reaper_qid = _Process.reaper_qid
+    real_count = _backend.queue_count
+    monkeypatch.setattr(_backend, "queue_count", lambda qid: real_count(qid) + (qid == reaper_qid))
+    assert subiso.run(service_helpers.open_and_close_a_port) == "closed"
+    assert _hub.settle(TIMEOUT), "the exited isolate stayed a zombie behind the reaper's queue"
