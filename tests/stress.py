@@ -23,6 +23,11 @@ seed. It checks:
 - at the end, after ``settle()``: interpreters, threads, ports and fds back
   to where they were before the run.
 
+On CPython 3.13, which keeps the memory of every interpreter it destroys,
+operations that start isolates are paced to fit half the memory available
+(``MemoryPace``); the child prints how long they waited and how much RSS
+grew, on every version.
+
 The schedule (which operation, with which sizes and delays) comes from
 ``random.Random(seed)``: each worker thread draws from its own generator,
 seeded from the run's. Thread interleavings are not reproducible.
@@ -303,6 +308,64 @@ def _hub_module() -> tuple[Any, Callable[[], Any]]:
     return _hub, _hub.current_hub
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _available_mib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class MemoryPace:
+    """CPython 3.13 keeps ~2 MiB of every isolated interpreter it destroys
+    (gh-110411, ``_backend.LEAKS_PER_INTERPRETER``), and this workload starts
+    some 40 isolates a second: unpaced, a 10-minute run needs ~50 GiB. There
+    the harness spreads a budget (half the memory available at the start)
+    over the run: an operation that starts isolates waits while the process
+    is over its share so far. Elsewhere it never waits."""
+
+    FRACTION = 0.5
+    STEP = 0.05
+
+    def __init__(self, seconds: float, enabled: bool) -> None:
+        self.enabled = enabled
+        self.seconds = max(seconds, 1.0)
+        self.budget = _available_mib() * self.FRACTION
+        self.start_rss = _rss_mib()
+        self.start = time.monotonic()
+        self.waited = 0.0  # seconds, summed over the workers
+        self.lock = threading.Lock()
+
+    def wait(self, deadline: float) -> None:
+        if not self.enabled:
+            return
+        while time.monotonic() < deadline:
+            share = min(1.0, (time.monotonic() - self.start + 1) / self.seconds)
+            if _rss_mib() <= self.start_rss + self.budget * share:
+                return
+            time.sleep(self.STEP)
+            with self.lock:
+                self.waited += self.STEP
+
+    def summary(self) -> str:
+        grown = _rss_mib() - self.start_rss
+        text = f"RSS grew {grown:,.0f} MiB"
+        if self.enabled:
+            text += (
+                f"; paced for CPython 3.13's per-interpreter leak: budget "
+                f"{self.budget:,.0f} MiB, workers waited {self.waited:,.0f} s in all"
+            )
+        return text
+
+
 class Stress:
     """One run of the workload in this process."""
 
@@ -336,6 +399,7 @@ class Stress:
         self.next_id = iter(range(1, 1 << 62))
         self.deadline = 0.0
         self.pools: list[object] = []
+        self.pace = MemoryPace(seconds, enabled=False)  # set for real in run()
         self.pool_futures: list[object] = []
 
     # -- bookkeeping --------------------------------------------------------------
@@ -1216,6 +1280,8 @@ class Stress:
         while time.monotonic() < self.deadline:
             name = rng.choices(self.ops, self.weights)[0]
             op = getattr(self, f"op_{name}")
+            if ISOLATES[name] or name.startswith("pool"):  # pools replace workers
+                self.pace.wait(self.deadline)
             try:
                 with self.reserve(ISOLATES[name]):
                     op(rng)
@@ -1337,6 +1403,7 @@ class Stress:
             subiso.Pool(self.rng.randint(1, 2), debug_name=f"shared-{name}") for name in "AB"
         ]
         rngs = [random.Random(self.rng.getrandbits(64)) for _ in range(self.threads)]
+        self.pace = MemoryPace(self.seconds, self.backend.LEAKS_PER_INTERPRETER)
         self.deadline = time.monotonic() + self.seconds
         workers = [
             threading.Thread(target=self.worker, args=(i, r), name=f"stress-worker-{i}")
@@ -1437,6 +1504,7 @@ def main_child(args: argparse.Namespace) -> int:
     print(f"operations: {ops}" + (f"; skipped: {sorted(skip)}" if skip else ""), flush=True)
     stress = Stress(args.seed, args.seconds, args.threads, ops, skip)
     ok = stress.run()
+    print(stress.pace.summary(), flush=True)
     result = {
         "ok": ok,
         "failures": len(stress.failures),
