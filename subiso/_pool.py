@@ -58,13 +58,6 @@ from ._wire import PLAIN, decode, decode_exception, encode, shareable
 _NO_KWARGS = (PLAIN, None)
 
 
-def shareable_item(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An encoded part that can sit inside a plain tuple (no TransferableBuffers)."""
-    if len(item) > 2 and item[2]:
-        raise NotSendableError("a TransferableBuffer cannot be sent in a pool task")
-    return item[:2]
-
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -850,7 +843,9 @@ class Pool(_ExecutorFace):
     def _encode_task(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> tuple[Any, ...]:
-        """``(PLAIN, (function pickle, args item, kwargs item))``.
+        """``(PLAIN, (function pickle, args item, kwargs item))``, and after
+        it the file descriptors and TransferableBuffers the arguments carry
+        (as on every encoded item: they leave with the task).
 
         The function is pickled once per pool and function (workers keep a
         cache by those bytes) and plain arguments are not pickled at all, so
@@ -861,9 +856,14 @@ class Pool(_ExecutorFace):
             fn_bytes = encode(fn, "function")[1]
             if len(self._functions) < 256:
                 self._functions[fn] = fn_bytes
-        args_item = shareable_item(encode(args, "args"))
-        kwargs_item = shareable_item(encode(kwargs, "kwargs")) if kwargs else _NO_KWARGS
-        return (PLAIN, (fn_bytes, args_item, kwargs_item))
+        args_item = encode(args, "args")
+        kwargs_item = encode(kwargs, "kwargs") if kwargs else _NO_KWARGS
+        task = (PLAIN, (fn_bytes, args_item[:2], kwargs_item[:2]))
+        parts = (args_item, kwargs_item)
+        moved = tuple(t for part in parts if len(part) > 3 for t in part[3])
+        if not moved:
+            return task
+        return (*task, tuple(fd for part in parts if len(part) > 2 for fd in part[2]), moved)
 
     def _batch_size(self, chunksize: int, calls: int) -> int:
         if chunksize > 1:

@@ -68,10 +68,6 @@ KNOWN_BUGS: dict[str, str] = {
         "receive_async() on one port from two event loops (threads) raises "
         "RuntimeError 'already watched by another event loop' (subiso/_ports.py)"
     ),
-    "pool_buffer": (
-        "a TransferableBuffer argument to Pool.submit raises NotSendableError "
-        "(subiso/_pool.py), though API.md lets a buffer end up anywhere"
-    ),
 }
 
 # Features (parts of operations) that --skip accepts besides operation names.

@@ -281,3 +281,22 @@ def test_map_buffersize_timeout_counts_from_the_call():
             next(results)
         assert pool.stats().cancelled == 3  # the late call and the two behind it
         assert pool.submit(helpers.square, 2).result(timeout=T) == 4
+
+
+def test_transferable_buffers_travel_in_pool_tasks():
+    # API.md: a TransferableBuffer may be sent anywhere, pool arguments included.
+    import zlib
+
+    data = bytes(range(256)) * 4096
+    with subiso.Pool(1) as pool:
+        assert pool.submit(helpers.stress_buffer_digest, subiso.TransferableBuffer(data)).result(
+            T
+        ) == (len(data), zlib.crc32(data))
+        digests = pool.map(
+            helpers.stress_buffer_digest, [subiso.TransferableBuffer(data[:n]) for n in (1, 10)]
+        )
+        assert list(digests) == [(1, zlib.crc32(data[:1])), (10, zlib.crc32(data[:10]))]
+        buffer = subiso.TransferableBuffer(b"once")
+        pool.submit(helpers.stress_buffer_digest, buffer).result(T)
+        with pytest.raises(ValueError, match="already"):  # it moved: this handle is spent
+            buffer.materialize()
