@@ -225,9 +225,9 @@ class _Worker:
 def _worker_main(config: tuple[Any, ...]) -> None:
     """The loop each pool isolate runs."""
     results, index, initializer, initargs = config
-    from ._ports import ReceivePort
+    from ._ports import ReceivePort, _Local
     from ._runtime import _is_awaitable
-    from ._wire import PICKLED, PLAIN, decode, encode, encode_exception
+    from ._wire import PLAIN, encode, encode_exception
 
     if initializer is not None:
         try:
@@ -240,18 +240,28 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     results._send_item((PLAIN, (_READY, index, (port._qid, port._wfd))))
     functions: dict[bytes, Any] = {}  # pickled function -> function: tasks repeat them
     while True:
-        item = inbox._receive_item(None)
-        if item[0] == PLAIN and item[1] is None:
-            break
-        fn_bytes, args_item, kwargs_item = item[1]
+        # From taking a task to holding its arguments, a kill waits: one that
+        # landed in between would leave the file descriptors of the task's
+        # TransferableBuffers open for good (they left the sender with it).
+        shielded = _Local.shield is not None and _Local.shield()
         try:
-            fn = functions.get(fn_bytes)
-            if fn is None:
-                fn = functions[fn_bytes] = decode((PICKLED, fn_bytes))
-                if len(functions) > 256:
-                    functions.pop(next(iter(functions)))
-            args = decode(args_item)
-            result = fn(*args, **decode(kwargs_item)) if kwargs_item[1] else fn(*args)
+            item = inbox._receive_item(None)
+            if item[0] == PLAIN and item[1] is None:
+                break
+            fn_bytes, args_item, kwargs_item = item[1]
+            loaded: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | Exception
+            try:
+                loaded = _load_task(functions, fn_bytes, args_item, kwargs_item)
+            except Exception as error:
+                loaded = error
+        finally:
+            if shielded:
+                _Local.unshield()  # type: ignore[misc]
+        try:
+            if isinstance(loaded, Exception):
+                raise loaded
+            fn, args, kwargs = loaded
+            result = fn(*args, **kwargs)
             if _is_awaitable(result):
                 import asyncio
 
@@ -265,6 +275,20 @@ def _worker_main(config: tuple[Any, ...]) -> None:
             item = (PLAIN, (_ERROR, index, encode_exception(error)))
         results._send_item(item)
     inbox.close()
+
+
+def _load_task(
+    functions: dict[bytes, Any], fn_bytes: bytes, args_item: Any, kwargs_item: Any
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """A task's function (cached by its pickle) and arguments, decoded."""
+    from ._wire import PICKLED, decode
+
+    fn = functions.get(fn_bytes)
+    if fn is None:
+        fn = functions[fn_bytes] = decode((PICKLED, fn_bytes))
+        if len(functions) > 256:
+            functions.pop(next(iter(functions)))
+    return fn, decode(args_item), decode(kwargs_item) if kwargs_item[1] else {}
 
 
 def _run_batch(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -156,3 +156,24 @@ def open_and_close_a_port(_=None):
 
     subiso.ReceivePort().close()
     return "closed"
+
+
+def kill_while_a_buffer_arrives():
+    """Pool initializer: when a task's TransferableBuffer arrives, kill this
+    isolate (IMMEDIATE, from another thread, as any kill comes) and wait for
+    that kill to be done before the buffer takes its file descriptor."""
+    import threading
+
+    from subiso import _wire
+    from subiso._runtime import IMMEDIATE, Runtime
+
+    arrive = _wire.TransferableBuffer._arrive
+
+    def arrive_after_a_kill(fd, nbytes, inline):
+        if fd >= 0:
+            killer = threading.Thread(target=Runtime.current.kill, args=(IMMEDIATE,))
+            killer.start()
+            killer.join()
+        return arrive(fd, nbytes, inline)
+
+    _wire.TransferableBuffer._arrive = arrive_after_a_kill
