@@ -304,20 +304,17 @@ def _hub_module() -> tuple[Any, Callable[[], Any]]:
     return _hub, _hub.current_hub
 
 
+def _proc_mib(path: str, field: str) -> float:
+    """A field in kB of a /proc file (``VmRSS:`` of /proc/self/status), in MiB."""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _available_mib() -> float:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _proc_mib("/proc/self/status", "VmRSS:")
 
 
 class MemoryPace:
@@ -334,7 +331,7 @@ class MemoryPace:
     def __init__(self, seconds: float, enabled: bool) -> None:
         self.enabled = enabled
         self.seconds = max(seconds, 1.0)
-        self.budget = _available_mib() * self.FRACTION
+        self.budget = _proc_mib("/proc/meminfo", "MemAvailable:") * self.FRACTION
         self.start_rss = _rss_mib()
         self.start = time.monotonic()
         self.waited = 0.0  # seconds, summed over the workers

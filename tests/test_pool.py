@@ -302,27 +302,15 @@ def test_transferable_buffers_travel_in_pool_tasks():
             buffer.materialize()
 
 
-def _memfds() -> int:
-    import os
-
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += "memfd:subiso-transfer" in os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:  # the listing's own fd, or one closed meanwhile
-            pass
-    return count
-
-
 def test_a_kill_between_taking_a_task_and_loading_its_buffer_leaks_no_fd():
     import service_helpers
 
     from subiso import _hub
 
-    before = _memfds()
+    before = helpers.open_fds("memfd:subiso-transfer")
     with subiso.Pool(1, initializer=service_helpers.kill_while_a_buffer_arrives) as pool:
         buffer = subiso.TransferableBuffer(b"x" * (1 << 20))
         with pytest.raises(subiso.BrokenIsolateError):
             pool.submit(helpers.stress_buffer_digest, buffer).result(T)
     assert _hub.settle(T)
-    assert _memfds() == before, "the buffer's memfd was left open"
+    assert helpers.open_fds("memfd:subiso-transfer") == before, "its memfd was left open"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import os
 import random
 import threading
 from pathlib import Path
@@ -173,13 +172,7 @@ def test_a_kill_right_after_a_buffer_was_put_keeps_the_buffer_whole():
 
 
 def _eventfds() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += "eventfd" in os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            pass  # the listing's own fd, closed meanwhile
-    return count
+    return helpers.open_fds("eventfd")
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts fds in /proc")
