@@ -151,8 +151,7 @@ class _AnyCapability:
 ANY_CAPABILITY = _AnyCapability()
 
 
-# How long flush_senders waits for the runner of an isolate that posted its
-# report to leave it.
+# How long flush_senders waits for an isolate that posted its report to leave.
 LEAVING_SECONDS = 1.0
 
 # Code that has an interpreter make the calls queued to it: it makes up to
@@ -401,11 +400,9 @@ class Hub:
         try:
             for zombie in zombies:
                 # It posted its report just before it told of its exit: its
-                # thread is leaving, a few lines more, and its runner then
-                # needs this interpreter's GIL to say so (sleep gives it up).
-                # Code runs in it only once it has been left.
+                # thread is leaving, a few lines more (it may be descheduled).
                 deadline = time.monotonic() + LEAVING_SECONDS
-                while not zombie.ended:
+                while not zombie.ended and _backend.interpreter_is_running(zombie.interp):
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0)
