@@ -224,10 +224,6 @@ if sys.version_info >= (3, 14):
     def interpreter_ids() -> list[int]:
         return [interp.id for interp in _stdlib.list_all()]
 
-    def interpreter_is_running(interp: object) -> bool:
-        """Whether a thread runs code in the interpreter."""
-        return bool(interp.is_running())  # type: ignore[attr-defined]
-
 else:
 
     def interpreter_create(isolation: str) -> object:
@@ -266,10 +262,6 @@ else:
 
     def interpreter_ids() -> list[int]:
         return [entry[0] for entry in _interpreters.list_all()]
-
-    def interpreter_is_running(interp: object) -> bool:
-        """Whether a thread runs code in the interpreter."""
-        return bool(_interpreters.is_running(interp))  # type: ignore[arg-type]
 
 
 def current_interpreter_id() -> int:

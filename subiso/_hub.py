@@ -22,14 +22,6 @@ or reach a ticket wake the hub to look again. Isolates post the queues of
 their closed ports to the reaper through the hub, so the reaper's queue holds
 nothing of theirs.
 
-Taking an item off a queue releases the sender's object in the sender's
-interpreter, through a call queued to that interpreter (CPython's "pending
-calls"), which it makes when it next runs code. It holds 300 at most and
-CPython silently drops the rest: the objects leak, and on 3.14 with them
-every arena of the interpreter. A zombie runs no code, so ports of the main
-interpreter that take many of its items have it make those calls now and
-then (``flush_senders``).
-
 Threads and what they may touch:
 
 - ``_Hub.live``, ``spares``, ``warming``, ``zombies``, ``destroying`` and
@@ -49,7 +41,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections import deque
 from typing import NamedTuple, cast
 
@@ -132,7 +123,6 @@ class _Booted:
         self.control = SendPort(self.ctl_qid, self.ctl_waker[1])
         self.interp: object = None  # the interpreter, once created
         self.thread: threading.Thread | None = None
-        self.zombie: Zombie | None = None  # once its report was taken (under Hub.lock)
 
 
 class _AnyCapability:
@@ -151,31 +141,18 @@ class _AnyCapability:
 ANY_CAPABILITY = _AnyCapability()
 
 
-# How long flush_senders waits for an isolate that posted its report to leave.
-LEAVING_SECONDS = 1.0
-
-# Code that has an interpreter make the calls queued to it: it makes up to
-# 32 at each check of the eval loop, and every loop turn checks.
-MAKE_PENDING_CALLS = "for _ in range(64): pass"
-
-
 class Zombie:
     """An exited isolate whose interpreter waits for what it sent to be taken.
 
     Owned by the hub (under ``Hub.lock``): ``waiting`` maps each queue it sent
-    to that may still hold its items to a ticket, -1 until one is drawn;
-    ``flushing`` is true while a thread runs code in it; ``ended`` once its
-    runner thread left it. It is destroyed neither before it ended nor while
-    it is flushed.
+    to that may still hold its items to a ticket, -1 until one is drawn.
     """
 
-    __slots__ = ("ended", "flushing", "interp", "waiting")
+    __slots__ = ("interp", "waiting")
 
     def __init__(self, interp: object, sent_to: tuple[int, ...]) -> None:
         self.interp = interp
         self.waiting = dict.fromkeys(sent_to, -1)
-        self.flushing = False
-        self.ended = False
 
     def received(self, counter_of: Callable[[int], Any]) -> bool:
         """Look again; True once nothing it sent waits on a queue.
@@ -221,12 +198,10 @@ class Hub:
         self.queue = _backend.queue_create()
         self.rfd, self.wfd = _backend.waker_new()
         self.zombie_qid = _backend.queue_create()
-        self.ended_qid = _backend.queue_create()  # isolates that left a report
         self.free_wakers_qid = _backend.queue_create()
         _backend.share_free_wakers(self.free_wakers_qid, owner=True)
         _Process.hub_wfd = self.wfd
         _Process.zombie_qid = self.zombie_qid
-        _Process.flush_senders = self.flush_senders
         self.reaper = Reaper(self.wfd, self.zombie_qid)
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
         self.thread.start()
@@ -297,7 +272,6 @@ class Hub:
                         self.free_wakers_qid,
                         self.reaper.queue,
                         self.reaper.waker[1],
-                        self.ended_qid,
                     ),
                 },
             )
@@ -308,61 +282,29 @@ class Hub:
             self._finish(booted, error)
 
     def _finish(self, booted: _Booted, error: str | None) -> None:
-        """On the runner thread, once the isolate's interpreter returned."""
-        with self.lock:
-            self._take_ended()
-            if not self._exited(booted):  # the runtime never ran to its end
-                report_missing = True
-                self.live.pop(booted.ctl_qid, None)
-                for waiting in (self.spares, self.warming):
-                    if booted in waiting:
-                        waiting.remove(booted)
-                if booted.interp is not None:
-                    booted.zombie = Zombie(booted.interp, ())
-                    self.zombies.append(booted.zombie)
-                    _backend.queue_put(self.zombie_qid, 0)
-            else:
-                report_missing = False
-            if booted.zombie is not None:
-                booted.zombie.ended = True
-            self.changed.notify_all()
+        report = _backend.queue_get(booted.report_qid)
         _backend.queue_destroy(booted.report_qid)
-        if report_missing:
+        if report is _backend.EMPTY:  # the runtime never ran to its end
             if booted.interp is not None and not self.closing:
                 _log.error("an isolate ended without running its teardown: %s", error)
             self._fail_start_commands(booted, error or "the isolate ended without a report")
             _destroy_queue(booted.ctl_qid)  # a thread may be sending it a request
+            sent_to: tuple[int, ...] = ()
+        else:
+            sent_to, wakers = cast("tuple[tuple[int, ...], object]", report)
+            _backend.wakers_add_free(wakers)
         _backend.waker_free(booted.ctl_waker)
         _backend.waker_free(booted.interrupt)
+        with self.lock:
+            self.live.pop(booted.ctl_qid, None)
+            for waiting in (self.spares, self.warming):
+                if booted in waiting:
+                    waiting.remove(booted)
+            if booted.interp is not None:
+                self.zombies.append(Zombie(booted.interp, sent_to))
+                _backend.queue_put(self.zombie_qid, 0)
+            self.changed.notify_all()
         self._reap()
-
-    def _exited(self, booted: _Booted) -> bool:
-        """Under the lock: take the isolate's report, if it left one, and make
-        it a zombie (once: its runner, or a thread that flushes, whichever
-        comes first). False if there is no report."""
-        if booted.zombie is not None:
-            return True
-        report = _backend.queue_get(booted.report_qid)
-        if report is _backend.EMPTY:
-            return False
-        sent_to, wakers = cast("tuple[tuple[int, ...], object]", report)
-        _backend.wakers_add_free(wakers)
-        self.live.pop(booted.ctl_qid, None)
-        for waiting in (self.spares, self.warming):
-            if booted in waiting:
-                waiting.remove(booted)
-        booted.zombie = Zombie(booted.interp, sent_to)
-        self.zombies.append(booted.zombie)
-        _backend.queue_put(self.zombie_qid, 0)
-        return True
-
-    def _take_ended(self) -> None:
-        """Under the lock: make zombies of the isolates that left a report
-        (their runtimes post their control queue's id after it)."""
-        while (ctl_qid := _backend.queue_get(self.ended_qid)) is not _backend.EMPTY:
-            booted = self.live.get(cast("int", ctl_qid))
-            if booted is not None:
-                self._exited(booted)
 
     def _fail_start_commands(self, booted: _Booted, error: str) -> None:
         from ._runtime import Start
@@ -381,46 +323,6 @@ class Hub:
             if type(request) is Start:
                 request.notify.send(("spawnerror", error))
 
-    def flush_senders(self, qid: int) -> None:
-        """Have the exited isolates that sent to ``qid`` make the calls queued
-        to them (see the module's docstring); on a thread that took items.
-
-        An isolate that exited a moment ago may not be a zombie yet (its
-        runner waits for this interpreter's GIL): its report is taken here.
-        """
-        if not self.zombies and not _backend.queue_count(self.ended_qid):
-            return
-        with self.lock:
-            if self.closing:
-                return
-            self._take_ended()
-            zombies = [z for z in self.zombies if qid in z.waiting and not z.flushing]
-            for zombie in zombies:
-                zombie.flushing = True
-        try:
-            for zombie in zombies:
-                # It posted its report just before it told of its exit: its
-                # thread is leaving, a few lines more (it may be descheduled).
-                deadline = time.monotonic() + LEAVING_SECONDS
-                while not zombie.ended and _backend.interpreter_is_running(zombie.interp):
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0)
-                else:
-                    try:
-                        error = _backend.interpreter_exec(zombie.interp, MAKE_PENDING_CALLS)
-                    except Exception as failure:  # never the receiver's problem
-                        error = f"{type(failure).__name__}: {failure}"
-                    if error is not None:
-                        _log.error("an exited isolate could not make its pending calls: %s", error)
-        finally:
-            with self.lock:
-                for zombie in zombies:
-                    zombie.flushing = False
-                self.changed.notify_all()
-            if zombies:
-                _backend.wake(self.wfd)  # one may have been passed over for reaping
-
     def _counter(self, qid: int) -> Any:
         """The consumer of a queue that counts what it takes, if there is one."""
         return self if qid == self.queue else _Local.ports.get(qid)
@@ -432,14 +334,7 @@ class Hub:
         done = 0
         while done != most:
             with self.lock:
-                zombie = next(
-                    (
-                        z
-                        for z in self.zombies
-                        if z.ended and not z.flushing and z.received(self._counter)
-                    ),
-                    None,
-                )
+                zombie = next((z for z in self.zombies if z.received(self._counter)), None)
                 if zombie is None:
                     break
                 self.zombies.remove(zombie)
@@ -501,7 +396,6 @@ class Hub:
                 if booted.ctl_qid == ctl_qid:
                     self.warming.remove(booted)
                     self.spares.append(booted)
-                    self.changed.notify_all()
                     break
 
     def _handle(self, request: Request) -> None:
@@ -565,15 +459,9 @@ class Hub:
             _log.error("the hub did not stop in time; exited isolates are left to CPython")
             return  # wedged in a service: destroying beside it could crash
         with self.lock:
-            # A thread may still run code in one (flush_senders), or not
-            # have left it yet (a zombie made from the report it posted).
-            self.changed.wait_for(
-                lambda: all(z.ended and not z.flushing for z in self.zombies), HUB_EXIT_SECONDS
-            )
             zombies, self.zombies = self.zombies, []
         for zombie in zombies:
-            if zombie.ended and not zombie.flushing:
-                _backend.interpreter_destroy(zombie.interp)
+            _backend.interpreter_destroy(zombie.interp)
 
 
 class Reaper:

@@ -57,9 +57,6 @@ _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 _SPIN_MIN = 2e-6
 _SPIN_MAX = 100e-6
 _NEVER = 1 << 62  # a count never reached
-# Items taken between two flush_senders: well under the 300 calls CPython
-# queues to an interpreter before it drops them.
-_FLUSH_EVERY = 128
 
 
 class _Process:
@@ -70,9 +67,6 @@ class _Process:
     zombie_qid: int = -1  # non-empty while exited isolates wait to be destroyed
     reaper_qid: int = -1  # the reaper's queue (_reaper.py), while it runs
     reaper_wfd: int = -1
-    # In the main interpreter, once the hub runs: lets exited isolates that
-    # sent to a queue release what was taken (_hub.Hub.flush_senders).
-    flush_senders: Callable[[int], None] | None = None
 
 
 class _Local:
@@ -260,8 +254,6 @@ class _Port:
                 _drained()
             elif not _backend.queue_count(self._qid):
                 _drained()
-            if not taken % _FLUSH_EVERY and _Process.flush_senders is not None:
-                _Process.flush_senders(self._qid)
         return item
 
     # -- holding the waker ------------------------------------------------------
@@ -564,12 +556,8 @@ class _Port:
         _Local.ports.pop(self._qid, None)
         if _Local.dispatcher is not None:
             _Local.dispatcher.remove(self)
-        dropped = 0
         while (item := queue_get(self._qid)) is not EMPTY:
             release_item(item)  # type: ignore[arg-type]
-            dropped += 1
-            if not dropped % _FLUSH_EVERY and _Process.flush_senders is not None:
-                _Process.flush_senders(self._qid)
         _destroy_queue(self._qid)
         if loop is not None and self._on_owner(loop, self._close_on_loop, loop):
             self._close_on_loop(loop)

@@ -175,7 +175,6 @@ class Runtime:
             free_wakers_qid,
             _Process.reaper_qid,
             _Process.reaper_wfd,
-            self.ended_qid,
         ) = params
         _Process.hub_qid = self.hub_qid
         _backend.share_free_wakers(free_wakers_qid, owner=False)
@@ -709,18 +708,14 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     _ports.close_all_ports()
     _drain_control(runtime)
     _backend.queue_destroy(runtime.ctl_qid)
-    listeners, runtime.exit_listeners = runtime.exit_listeners, []
-    _Local.sent_to.update(port._qid for port, _ in listeners)
+    for port, response in runtime.exit_listeners:
+        port.send(response)
+    runtime.exit_listeners = []
     report = (
         tuple(_Local.sent_to),
         tuple(_backend.wakers_take_free()),
     )
     _backend.queue_put(runtime.report_qid, report)
-    # Before the exit is told: whoever takes this isolate's messages once it
-    # is told may need the report at once (the hub's flush_senders).
-    _backend.queue_put(runtime.ended_qid, runtime.ctl_qid)
-    for port, response in listeners:
-        port.send(response)
 
 
 def _drain_control(runtime: Runtime) -> None:
