@@ -381,24 +381,36 @@ class _Port:
 
     # -- asyncio: the loop's own thread -----------------------------------------
 
-    async def _receive_item_async(self, timeout: float | None) -> tuple[Any, ...]:
+    @_library
+    def _take(self) -> object:
+        """The next message, decoded, if one waits, else EMPTY. Library code:
+        a kill waits from taking the message to holding it (see receive)."""
+        item = self._get()
+        return item if item is EMPTY else decode(item)  # type: ignore[arg-type]
+
+    async def _receive_item_async(
+        self, timeout: float | None, take: Callable[[], object] | None = None
+    ) -> Any:
+        """Await the next item, as it came off the queue, or as ``take()``
+        returns it (``self._take``: the next message)."""
         import asyncio
 
+        take = take or self._get
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._closed:
                 raise PortClosedError(f"{self!r} is closed")
-            item = self._get()
+            item = take()
             if item is not EMPTY:
-                return item  # type: ignore[return-value]
+                return item
             waiter = loop.create_future()
             self._async_waiters.append(waiter)
             try:
                 self._watch(loop)
-                item = self._get()  # it may have arrived before the reader was set
+                item = take()  # it may have arrived before the reader was set
                 if item is not EMPTY:
-                    return item  # type: ignore[return-value]
+                    return item
                 if deadline is None:
                     await waiter
                 else:
@@ -483,8 +495,11 @@ class _Port:
 
     # -- handlers -----------------------------------------------------------------
 
+    @_library
     def _dispatch_ready(self) -> None:
-        """Hand every waiting message to the handler (on the owning loop)."""
+        """Hand every waiting message to the handler (on the owning loop).
+        Library code: the handler runs as user code, and a kill waits from
+        taking a message to holding it (see ReceivePort.receive)."""
         while self._handler is not None and not self._closed:
             if _Local.before_event is not None and not _Local.before_event():
                 return
@@ -608,7 +623,17 @@ class ReceivePort(_Port):
             PortClosedError: the port is closed (also while waiting).
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        return decode(self._receive_item(timeout))
+        shield = _Local.shield
+        if shield is None or not shield():
+            return decode(self._receive_item(timeout))
+        # In an isolate's thread, a kill waits from taking the message to
+        # holding it: one that landed in between would leave the file
+        # descriptors of its TransferableBuffers open for good. Waiting
+        # still ends at once on a kill (by the interrupt fd).
+        try:
+            return decode(self._receive_item(timeout))
+        finally:
+            _Local.unshield()  # type: ignore[misc]
 
     async def receive_async(self, timeout: float | None = None) -> Any:
         """Await the next message without blocking the event loop.
@@ -617,7 +642,7 @@ class ReceivePort(_Port):
             PortClosedError: the port is closed (also while waiting).
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        return decode(await self._receive_item_async(timeout))
+        return await self._receive_item_async(timeout, self._take)
 
     def __iter__(self) -> Iterator[Any]:
         while True:

@@ -44,7 +44,8 @@ class _Next(NamedTuple):
         return self.reply._receive_item(None)
 
     async def wait_async(self) -> tuple[Any, ...]:
-        return await self.reply._receive_item_async(None)
+        item: tuple[Any, ...] = await self.reply._receive_item_async(None)
+        return item
 
 
 def _result(kind: str, payload: Any = None) -> Any:

@@ -402,7 +402,10 @@ class Runtime:
         if not self.in_user_code or _thread.get_ident() != self.thread_id:
             return False
         self.in_user_code = False
-        self._leave_user_code()
+        try:
+            self.may_inject.pop()  # _take_right(), inlined: once per receive
+        except IndexError:
+            self._leave_user_code()  # the control thread took it: its raise may come
         return True
 
     def _run_handler(self, handler: Any, message: Any) -> object:

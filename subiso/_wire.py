@@ -22,6 +22,7 @@ receiver unpickles slice by slice without stalling its event loop.
 from __future__ import annotations
 
 import _pickle
+import _thread
 import io
 import marshal
 import os
@@ -253,6 +254,9 @@ class TransferableBuffer:
     def _arrive(cls, fd: int, nbytes: int, inline: bytes | None) -> TransferableBuffer:
         self = cls.__new__(cls)
         self._fd, self._nbytes, self._inline, self._state = fd, nbytes, inline, _OWNED
+        unowned = getattr(_loading, "unowned", None)
+        if unowned is not None:
+            unowned.discard(fd)  # this buffer closes it now
         return self
 
     def __len__(self) -> int:
@@ -417,13 +421,43 @@ def mark_sent(item: tuple[Any, ...]) -> None:
             transferable._mark_sent()
 
 
+# Per thread, while an item that carries file descriptors loads: those that no
+# TransferableBuffer took yet (closed if the load fails).
+_loading = _thread._local()
+
+
 def decode(item: tuple[Any, ...]) -> Any:
     tag = item[0]
     if tag == PLAIN:
         return item[1]
+    if len(item) > 2 and item[2]:
+        return _decode_owning(item)
     if tag == MIXED:
         return tuple(decode(part) for part in item[1])
     return _pickle.loads(item[1])
+
+
+def _decode_owning(item: tuple[Any, ...]) -> Any:
+    """Decode an item that carries memfds, none of which may be left open:
+    if loading fails, it closes those that no TransferableBuffer took (the
+    buffers that took theirs close them when they go)."""
+    outer = getattr(_loading, "unowned", None)
+    _loading.unowned = unowned = set(item[2])
+    try:
+        if item[0] == MIXED:
+            return tuple(decode(part) for part in item[1])
+        return _pickle.loads(item[1])
+    except BaseException:
+        for fd in unowned:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        raise
+    finally:
+        _loading.unowned = outer
+        if outer is not None:
+            outer.difference_update(item[2])  # a part's fds: dealt with above
 
 
 # -- exceptions ---------------------------------------------------------------

@@ -177,3 +177,49 @@ def kill_while_a_buffer_arrives():
         return arrive(fd, nbytes, inline)
 
     _wire.TransferableBuffer._arrive = arrive_after_a_kill
+
+
+def _kill_while_a_buffer_arrives() -> None:
+    """Make the next TransferableBuffer that arrives in this isolate wait,
+    before taking its file descriptor, until a kill (IMMEDIATE, from another
+    thread, as any kill comes) was dealt with: a kill that may land then,
+    lands then."""
+    import threading
+    import time
+
+    from subiso import _wire
+    from subiso._runtime import IMMEDIATE, Runtime
+
+    runtime = Runtime.current
+    arrive = _wire.TransferableBuffer._arrive
+
+    def arrive_after_a_kill(fd, nbytes, inline):
+        if fd >= 0 and not runtime.killed:
+            killer = threading.Thread(target=runtime.kill, args=(IMMEDIATE,))
+            killer.start()
+            deadline = time.monotonic() + 10
+            while killer.is_alive() and time.monotonic() < deadline:
+                pass  # bytecode checks: where the kill's raise lands, if it may
+        return arrive(fd, nbytes, inline)
+
+    _wire.TransferableBuffer._arrive = arrive_after_a_kill
+
+
+def receive_a_buffer_while_killed(port):
+    import subiso
+
+    _kill_while_a_buffer_arrives()
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    inbox.receive()
+    port.send("not killed")
+
+
+async def receive_a_buffer_while_killed_async(port):
+    import subiso
+
+    _kill_while_a_buffer_arrives()
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    await inbox.receive_async()
+    port.send("not killed")

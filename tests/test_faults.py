@@ -39,6 +39,45 @@ def test_killed_while_receiving():
         inbox.send("dropped")  # the port is gone: dropped silently
 
 
+@pytest.mark.parametrize("receive", ["receive", "receive_async"])
+def test_a_kill_between_taking_a_message_and_loading_its_buffer_leaks_no_fd(receive):
+    import service_helpers
+
+    from subiso import _hub
+
+    entry = {
+        "receive": service_helpers.receive_a_buffer_while_killed,
+        "receive_async": service_helpers.receive_a_buffer_while_killed_async,
+    }[receive]
+    before = helpers.open_fds("memfd:subiso-transfer")
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(entry, port.send_port)
+        inbox = port.receive(timeout=T)
+        inbox.send(("buffer", subiso.TransferableBuffer(b"x" * (1 << 20))))
+        assert iso.join(T)
+        assert port._poll_item() is _backend.EMPTY, "the kill did not end the isolate"
+    assert _hub.settle(T)
+    assert helpers.open_fds("memfd:subiso-transfer") == before, "its memfd was left open"
+
+
+def test_a_message_that_fails_to_load_leaks_none_of_its_buffers():
+    import gc
+
+    import service_helpers
+
+    before = helpers.open_fds("memfd:subiso-transfer")
+    with subiso.ReceivePort() as port:
+        first = subiso.TransferableBuffer(b"a" * 4096)
+        last = subiso.TransferableBuffer(b"b" * 4096)
+        port.send_port.send((first, service_helpers.OnlyInIsolates(), last))
+        with pytest.raises(RuntimeError, match="cannot be rebuilt"):
+            port.receive(timeout=T)
+        port.send_port.send("after")
+        assert port.receive(timeout=T) == "after"
+    gc.collect()  # the traceback's frames hold the buffer that did arrive
+    assert helpers.open_fds("memfd:subiso-transfer") == before, "a memfd was left open"
+
+
 @pytest.mark.parametrize("entry", [helpers.receive_forever, helpers.echo_entry, helpers.busy_entry])
 def test_every_kill_ends_the_isolate(entry):
     """The kill wakes a blocked receive and also raises into the thread: both
