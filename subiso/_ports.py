@@ -6,11 +6,12 @@ Thread rule (who may touch what):
   queue, spinning on it): any thread, no lock. The queue is CPython's and
   hands each item to exactly one taker.
 - A port's lifecycle state (``_closed``, ``_holders``, ``_waker``,
-  ``_keepalive``, ``_loop``): any thread, under the port's ``_lock``, which
-  only slow paths take (parking, close, listen, keep-alive, loop watch),
-  never once per message.
-- What an asyncio loop owns (its reader on the waker, the futures in
-  ``_async_waiters``): that loop's thread only. Another thread posts with
+  ``_keepalive``, which loops watch it, ``_handler_loop``): any thread, under
+  the port's ``_lock``, which only slow paths take (parking, close, listen,
+  keep-alive, loop watch), never once per message.
+- What an asyncio loop owns (its reader on the waker, its list of awaiting
+  futures in ``_loops``): that loop's thread only. Any number of loops, on
+  their threads, may await one port. Another thread posts with
   ``call_soon_threadsafe``; a loop that is not running has no owner at that
   moment and is handled in place (a closed one is not touched at all).
 - The dispatcher's set of listened ports: under the dispatcher's lock;
@@ -234,8 +235,10 @@ class _Port:
         # this reaches its ticket (_hub.Zombie), and sets wake_at to hear of it.
         self.taken = 0
         self.wake_at = _NEVER
-        self._loop: Any = None  # the asyncio loop watching this port, if any
-        self._async_waiters: list[Any] = []  # owned by self._loop's thread
+        # The asyncio loops watching this port, each with its awaiting
+        # futures (a list owned by that loop's thread).
+        self._loops: dict[Any, list[Any]] = {}
+        self._handler_loop: Any = None  # the loop that runs the handler, if one does
         _Local.ports[self._qid] = self
 
     @property
@@ -405,9 +408,9 @@ class _Port:
             if item is not EMPTY:
                 return item
             waiter = loop.create_future()
-            self._async_waiters.append(waiter)
+            waiters = self._watch(loop)
+            waiters.append(waiter)
             try:
-                self._watch(loop)
                 item = take()  # it may have arrived before the reader was set
                 if item is not EMPTY:
                     return item
@@ -422,13 +425,14 @@ class _Port:
                     except TimeoutError:
                         pass  # the next turn looks at the queue once more, then gives up
             finally:
-                if waiter in self._async_waiters:
-                    self._async_waiters.remove(waiter)
-                self._unwatch_if_idle()
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                self._unwatch_if_idle(loop)
 
     @_library
-    def _watch(self, loop: Any) -> None:
-        """Let ``loop`` (running on this thread) watch the waker.
+    def _watch(self, loop: Any) -> list[Any]:
+        """Let ``loop`` (running on this thread) watch the waker; its list of
+        awaiting futures.
 
         Raises:
             PortClosedError: the port is closed.
@@ -436,19 +440,21 @@ class _Port:
         with self._lock:
             if self._closed:
                 raise PortClosedError(f"{self!r} is closed")
-            if self._loop is loop:
-                return
-            if self._loop is not None:
-                raise RuntimeError(f"{self!r} is already watched by another event loop")
-            self._loop = loop
+            waiters = self._loops.get(loop)
+            if waiters is not None:
+                return waiters
+            self._loops[loop] = waiters = []
             self._holders += 1
-        loop.add_reader(self._rfd, self._on_readable)
+        loop.add_reader(self._rfd, self._on_readable, loop)
+        return waiters
 
-    def _unwatch_if_idle(self) -> None:
-        loop = self._loop
-        if loop is None or self._async_waiters or self._handler is not None:
+    def _unwatch_if_idle(self, loop: Any) -> None:
+        waiters = self._loops.get(loop)
+        if waiters or waiters is None:
             return
-        if not self._on_owner(loop, self._unwatch_if_idle):
+        if self._handler is not None and self._handler_loop is loop:
+            return
+        if not self._on_owner(loop, self._unwatch_if_idle, loop):
             return
         self._unwatch(loop)
 
@@ -456,18 +462,19 @@ class _Port:
     def _unwatch(self, loop: Any) -> None:
         """Stop ``loop`` watching the waker (on its thread, or it is not running)."""
         with self._lock:
-            if self._loop is not loop:
+            if self._loops.pop(loop, None) is None:
                 return
-            self._loop = None
         if not loop.is_closed():
             loop.remove_reader(self._rfd)
-        self._release()
+        # Its reader drained the waker for all holders: messages its awaiters
+        # left are passed on to the others (other loops, parked threads).
+        self._release(receiver=True)
 
     def _close_on_loop(self, loop: Any) -> None:
         """The part of ``close`` that belongs to ``loop``: wake its awaiters
         (each then sees the close) and stop watching."""
         if not loop.is_closed():
-            for waiter in self._async_waiters:
+            for waiter in self._loops.get(loop, ()):
                 if not waiter.done():
                     waiter.set_result(None)
         self._unwatch(loop)
@@ -485,12 +492,12 @@ class _Port:
         return False
 
     @_library
-    def _on_readable(self) -> None:
+    def _on_readable(self, loop: Any) -> None:
         _backend.waker_drain(self._rfd)
-        for waiter in self._async_waiters:
+        for waiter in self._loops.get(loop, ()):
             if not waiter.done():
                 waiter.set_result(None)
-        if self._handler is not None:
+        if self._handler is not None and self._handler_loop is loop:
             self._dispatch_ready()
 
     # -- handlers -----------------------------------------------------------------
@@ -522,23 +529,40 @@ class _Port:
 
     @_library
     def _set_handler(self, handler: Callable[[Any], object] | None, keepalive: bool) -> None:
+        running = None if handler is None else _running_loop()
         with self._lock:
             if self._closed:
                 raise PortClosedError(f"{self!r} is closed")
             self._handler = handler
             change = self._keepalive_to(keepalive)
+            # A loop runs the handler: the one already running it, else this
+            # thread's; with none, the dispatcher does.
+            old = loop = self._handler_loop
+            if handler is None:
+                loop = None
+            elif loop is None or loop.is_closed():
+                loop = running
+            self._handler_loop = loop
         _count_keepalive(change)
-        if handler is None:
-            self._unwatch_if_idle()
-            if _Local.dispatcher is not None:
-                _Local.dispatcher.remove(self)
-            return
-        loop = _running_loop()
-        if loop is not None and self._loop in (None, loop):
-            self._watch(loop)
-            loop.call_soon(self._dispatch_ready)
-        else:
+        if loop is None and handler is not None:
             _dispatcher().add(self)
+            return
+        if _Local.dispatcher is not None:
+            _Local.dispatcher.remove(self)
+        if loop is None:
+            if old is not None:
+                self._unwatch_if_idle(old)
+        elif self._on_owner(loop, self._start_handler_on, loop):
+            self._start_handler_on(loop)  # it hands over what waits, on its own thread
+
+    def _start_handler_on(self, loop: Any) -> None:
+        if self._handler is None or self._handler_loop is not loop or loop.is_closed():
+            return
+        try:
+            self._watch(loop)
+        except PortClosedError:
+            return
+        loop.call_soon(self._dispatch_ready)
 
     def _keepalive_to(self, keepalive: bool) -> int:
         """Set the flag (under the lock); the change to the count, -1, 0 or 1."""
@@ -563,7 +587,8 @@ class _Port:
             self._closed = True
             self._handler = None
             change = self._keepalive_to(False)
-            loop = self._loop
+            loops = list(self._loops)
+            self._handler_loop = None
             holders = self._holders
             if not holders:
                 waker, self._waker = self._waker, None  # type: ignore[assignment]
@@ -574,8 +599,9 @@ class _Port:
         while (item := queue_get(self._qid)) is not EMPTY:
             release_item(item)  # type: ignore[arg-type]
         _destroy_queue(self._qid)
-        if loop is not None and self._on_owner(loop, self._close_on_loop, loop):
-            self._close_on_loop(loop)
+        for loop in loops:
+            if self._on_owner(loop, self._close_on_loop, loop):
+                self._close_on_loop(loop)
         if holders:
             _backend.wake(self._wfd)  # holders see the close; the last recycles the waker
         elif waker is not None:

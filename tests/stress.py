@@ -63,12 +63,7 @@ TESTS = Path(__file__).resolve().parent
 
 # Operations or features skipped by default because a known library bug breaks
 # them; each entry says which. Remove an entry (or pass --all) once it is fixed.
-KNOWN_BUGS: dict[str, str] = {
-    "loops_share_port": (
-        "receive_async() on one port from two event loops (threads) raises "
-        "RuntimeError 'already watched by another event loop' (subiso/_ports.py)"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 # Features (parts of operations) that --skip accepts besides operation names.
 FEATURES = {

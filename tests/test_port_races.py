@@ -332,7 +332,7 @@ def test_handler_removed_from_another_thread_leaves_the_loop_alone():
         await asyncio.wait_for(delivered.wait(), WAIT)
         listening.set()
         await asyncio.wait_for(removed.wait(), WAIT)
-        return port._loop
+        return port._loops
 
     thread, loop, out = _run_loop_thread(main)
     try:
@@ -342,13 +342,89 @@ def test_handler_removed_from_another_thread_leaves_the_loop_alone():
         thread.join(WAIT)
         assert not thread.is_alive()
         assert got == ["one"]
-        assert out["result"] is None  # the loop stopped watching, on its own thread
+        assert out["result"] == {}  # the loop stopped watching, on its own thread
         assert loop.foreign == []
     finally:
         port.close()
         if thread.is_alive():
             loop.call_soon_threadsafe(loop.stop)
             thread.join(WAIT)
+
+
+def test_event_loops_on_two_threads_share_a_port():
+    port = subiso.ReceivePort()
+    pending = [threading.Event(), threading.Event()]
+
+    def awaiting(index: int) -> Any:
+        async def main(loop: OwnedLoop) -> Any:
+            task = asyncio.ensure_future(port.receive_async(WAIT))
+            await asyncio.sleep(0)  # the task's first step: it now waits on the port
+            pending[index].set()
+            return await task
+
+        return main
+
+    runs = [_run_loop_thread(awaiting(0)), _run_loop_thread(awaiting(1))]
+    try:
+        assert all(event.wait(WAIT) for event in pending)
+        port.send_port.send("a")
+        port.send_port.send("b")
+        for thread, _, _ in runs:
+            thread.join(WAIT)
+            assert not thread.is_alive(), "an awaiter did not end"
+        assert sorted(out["result"] for _, _, out in runs) == ["a", "b"]
+        assert all(loop.foreign == [] for _, loop, _ in runs)
+        assert port._loops == {}  # both stopped watching, on their own threads
+    finally:
+        port.close()
+        for thread, loop, _ in runs:
+            if thread.is_alive():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(WAIT)
+
+
+def test_a_loop_that_drained_another_loops_wake_up_passes_it_on():
+    """Two messages wake the port once; one loop takes that wake-up off the
+    fd while the other is busy, and takes one message: the other loop must
+    still be woken for the second."""
+    port = subiso.ReceivePort()
+    pending = [threading.Event(), threading.Event()]
+    busy, free = threading.Event(), threading.Event()
+
+    def awaiting(index: int) -> Any:
+        async def main(loop: OwnedLoop) -> Any:
+            task = asyncio.ensure_future(port.receive_async(WAIT))
+            await asyncio.sleep(0)
+            pending[index].set()
+            return await task
+
+        return main
+
+    first, second = _run_loop_thread(awaiting(0)), _run_loop_thread(awaiting(1))
+
+    def block() -> None:
+        busy.set()
+        free.wait(WAIT)
+
+    try:
+        assert all(event.wait(WAIT) for event in pending)
+        second[1].call_soon_threadsafe(block)
+        assert busy.wait(WAIT)
+        port.send_port.send("a")
+        port.send_port.send("b")
+        first[0].join(WAIT)  # it drained the fd and took one
+        assert first[2]["result"] in ("a", "b")
+        free.set()
+        second[0].join(WAIT)
+        assert not second[0].is_alive(), "the second loop was never woken"
+        assert {first[2]["result"], second[2]["result"]} == {"a", "b"}
+    finally:
+        free.set()
+        port.close()
+        for thread, loop, _ in (first, second):
+            if thread.is_alive():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(WAIT)
 
 
 # -- 4. several receivers, one closer ----------------------------------------------
