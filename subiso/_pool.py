@@ -53,7 +53,7 @@ from ._hub import check_isolation
 from ._isolate import Isolate, spawn_isolate
 from ._ports import ReceivePort, SendPort
 from ._runtime import IMMEDIATE
-from ._wire import PLAIN, decode, decode_exception, encode, shareable
+from ._wire import PLAIN, by_reference, decode, decode_exception, encode, shareable
 
 _NO_KWARGS = (PLAIN, None)
 
@@ -238,7 +238,8 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     inbox = ReceivePort("pool worker")
     port = inbox.send_port
     results._send_item((PLAIN, (_READY, index, (port._qid, port._wfd))))
-    functions: dict[bytes, Any] = {}  # pickled function -> function: tasks repeat them
+    # Functions pickled by reference, by their pickle: tasks repeat them.
+    functions: dict[bytes, Any] = {}
     while True:
         # From taking a task to holding its arguments, a kill waits: one that
         # landed in between would leave the file descriptors of the task's
@@ -248,10 +249,9 @@ def _worker_main(config: tuple[Any, ...]) -> None:
             item = inbox._receive_item(None)
             if item[0] == PLAIN and item[1] is None:
                 break
-            fn_bytes, args_item, kwargs_item = item[1]
             loaded: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | Exception
             try:
-                loaded = _load_task(functions, fn_bytes, args_item, kwargs_item)
+                loaded = _load_task(functions, *item[1])
             except Exception as error:
                 loaded = error
         finally:
@@ -278,16 +278,24 @@ def _worker_main(config: tuple[Any, ...]) -> None:
 
 
 def _load_task(
-    functions: dict[bytes, Any], fn_bytes: bytes, args_item: Any, kwargs_item: Any
+    functions: dict[bytes, Any],
+    fn_bytes: bytes,
+    args_item: Any,
+    kwargs_item: Any,
+    by_reference: bool,
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """A task's function (cached by its pickle) and arguments, decoded."""
+    """A task's function and arguments, decoded. A function pickled by value
+    is loaded afresh for each task, as a process pool does: a copy that an
+    earlier task changed is never seen again."""
     from ._wire import PICKLED, decode
 
-    fn = functions.get(fn_bytes)
+    fn = functions.get(fn_bytes) if by_reference else None
     if fn is None:
-        fn = functions[fn_bytes] = decode((PICKLED, fn_bytes))
-        if len(functions) > 256:
-            functions.pop(next(iter(functions)))
+        fn = decode((PICKLED, fn_bytes))
+        if by_reference:
+            functions[fn_bytes] = fn
+            if len(functions) > 256:
+                functions.pop(next(iter(functions)))
     return fn, decode(args_item), decode(kwargs_item) if kwargs_item[1] else {}
 
 
@@ -399,10 +407,9 @@ class _ExecutorFace(Executor):
                 outcomes: list[tuple[Any, ...]] = _result_or_cancel(tasks.popleft(), remaining)
                 outcomes.reverse()
                 while outcomes:
-                    status, value = outcomes.pop()
-                    if status == "err":
-                        raise decode_exception(value)
-                    yield value
+                    if outcomes[-1][0] == "err":
+                        raise decode_exception(outcomes.pop()[1])
+                    yield outcomes.pop()[1]  # no name holds it while the caller has it
         finally:
             for task in tasks:
                 task.cancel()
@@ -643,6 +650,7 @@ class _Core:
                 with self.lock:
                     if self.shutdown_requested and not self.workers:
                         return
+            del message  # a result: not kept while the next is awaited
 
     def read(self, item: tuple[Any, ...]) -> _Outcome | _Ready | _InitFailed | _Exited | _Wake:
         """The record a results-port item carries; results and errors decoded."""
@@ -828,7 +836,8 @@ class Pool(_ExecutorFace):
             raise ValueError("max_tasks_per_isolate must be at least 1")
         self.size = size
         self.debug_name = debug_name
-        self._functions: dict[Any, bytes] = {}
+        # Pickles of the functions pickled by reference, by module and name.
+        self._functions: dict[tuple[str, str], bytes] = {}
         self._core = _Core(
             debug_name or str(id(self)),
             initializer,
@@ -867,22 +876,26 @@ class Pool(_ExecutorFace):
     def _encode_task(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> tuple[Any, ...]:
-        """``(PLAIN, (function pickle, args item, kwargs item))``, and after
-        it the file descriptors and TransferableBuffers the arguments carry
-        (as on every encoded item: they leave with the task).
+        """``(PLAIN, (function pickle, args item, kwargs item, by reference))``,
+        and after it the file descriptors and TransferableBuffers the
+        arguments carry (as on every encoded item: they leave with the task).
 
-        The function is pickled once per pool and function (workers keep a
-        cache by those bytes) and plain arguments are not pickled at all, so
-        a tiny task costs no pickling on either side.
+        A task sees its callable as it is when submitted: a bound method, a
+        partial or a closure is pickled with its state at every submit. Only
+        a function pickled by reference (module and name) is pickled once
+        per pool, keyed by name so that no object is kept alive, and loaded
+        once per worker. Plain arguments are not pickled at all, so a tiny
+        task of a module-level function costs no pickling on either side.
         """
-        fn_bytes = self._functions.get(fn)
+        name = by_reference(fn)
+        fn_bytes = None if name is None else self._functions.get(name)
         if fn_bytes is None:
             fn_bytes = encode(fn, "function")[1]
-            if len(self._functions) < 256:
-                self._functions[fn] = fn_bytes
+            if name is not None and len(self._functions) < 256:
+                self._functions[name] = fn_bytes
         args_item = encode(args, "args")
         kwargs_item = encode(kwargs, "kwargs") if kwargs else _NO_KWARGS
-        task = (PLAIN, (fn_bytes, args_item[:2], kwargs_item[:2]))
+        task = (PLAIN, (fn_bytes, args_item[:2], kwargs_item[:2], name is not None))
         parts = (args_item, kwargs_item)
         moved = tuple(t for part in parts if len(part) > 3 for t in part[3])
         if not moved:

@@ -73,6 +73,7 @@ PROTOCOL = 5
 _FunctionType: Any = type(lambda: None)
 _CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 _ModuleType = type(sys)
+_BuiltinFunctionType = type(len)
 _ATOMS = frozenset({type(None), bool, float, str, bytes})
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
@@ -107,6 +108,22 @@ def _importable(obj: Any) -> bool:
         if found is None:
             return False
     return found is obj
+
+
+def by_reference(obj: Any) -> tuple[str, str] | None:
+    """``(module, qualified name)`` if ``obj`` pickles as a reference to
+    itself (a module-level function or class, a builtin function), which no
+    later change to any object can make stale; else None."""
+    kind = type(obj)
+    if kind is _BuiltinFunctionType:
+        owner = obj.__self__
+        if owner is not None and type(owner) is not _ModuleType:
+            return None  # a method of some object: pickled with that object
+    elif kind is not _FunctionType and not isinstance(obj, type):
+        return None
+    if not _importable(obj):
+        return None
+    return obj.__module__, obj.__qualname__
 
 
 def _code_names(code: Any, names: set[str]) -> set[str]:

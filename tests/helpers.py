@@ -422,3 +422,21 @@ def open_fds(kind: str) -> int:
         except OSError:
             pass  # the listing's own fd, or one closed meanwhile
     return count
+
+
+class Account:
+    """State a task reads (``balance``) or changes in its own copy (``bump``)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def balance(self) -> int:
+        return self.n
+
+    def bump(self) -> int:
+        self.n += 1
+        return self.n
+
+
+def total(values):
+    return sum(values)

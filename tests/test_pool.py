@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 
 import helpers
@@ -27,6 +28,60 @@ def test_submit_map_and_executor_api():
         assert pool.submit(lambda: "closure ok").result(timeout=T) == "closure ok"
         stats = pool.stats()
         assert stats.size == 2 and stats.completed >= 3 and stats.failed == 0 and stats.queued == 0
+
+
+def test_a_task_sees_its_callable_as_it_is_when_submitted():
+    account = helpers.Account()
+    values = [1]
+    sum_values = functools.partial(helpers.total, values)
+    offset = 1
+
+    def plus_offset(x):
+        return x + offset
+
+    with subiso.Pool(1) as pool:
+        assert pool.submit(account.balance).result(T) == 0
+        assert pool.submit(sum_values).result(T) == 1
+        assert pool.submit(plus_offset, 1).result(T) == 2
+        account.n = 5
+        values.append(10)
+        offset = 100
+        assert pool.submit(account.balance).result(T) == 5
+        assert pool.submit(sum_values).result(T) == 11
+        assert pool.submit(plus_offset, 1).result(T) == 101
+        # Each task gets its own copy, as with processes: what a task changed
+        # in it is not seen by the next one.
+        assert [pool.submit(account.bump).result(T) for _ in range(3)] == [6, 6, 6]
+        assert account.n == 5
+
+
+def test_a_pool_keeps_no_callable_alive():
+    import gc
+    import weakref
+
+    with subiso.Pool(1) as pool:
+        account = helpers.Account()
+        gone = weakref.ref(account)
+        assert pool.submit(account.balance).result(T) == 0
+        assert pool.submit(functools.partial(helpers.total, [account.n])).result(T) == 0
+        del account
+        gc.collect()
+        assert gone() is None, "the pool kept the task's callable alive"
+
+
+def test_a_done_task_leaves_nothing_of_it_in_the_pool():
+    import gc
+    import weakref
+
+    with subiso.Pool(1) as pool:
+        argument = helpers.Account()
+        task = pool.submit(helpers.identity, argument)
+        result = task.result(T)
+        assert isinstance(result, helpers.Account) and result is not argument
+        refs = [weakref.ref(each) for each in (argument, task, result)]
+        del argument, task, result
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None, None]
 
 
 def test_errors_come_back_as_themselves():
