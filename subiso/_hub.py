@@ -70,6 +70,10 @@ _SERVICES = {"names": "_names", "host": "_host"}
 
 _log = logging.getLogger("subiso")
 
+# Run at interpreter exit before any isolate is killed (registered by the
+# layers above the hub at import, so there is no order to get wrong).
+before_exit: list[Callable[[], None]] = []
+
 
 def check_isolation(isolation: str) -> None:
     if isolation not in _backend.ISOLATIONS:
@@ -428,7 +432,14 @@ class Hub:
             return self.changed.wait_for(lambda: self._busy() == 0, timeout)
 
     def shutdown(self) -> None:
-        """At interpreter exit: kill every isolate, join, destroy what is left."""
+        """At interpreter exit: let the layers above finish (a Pool's queued
+        and running tasks complete, as in concurrent.futures), then kill
+        every isolate, join, destroy what is left."""
+        for hook in before_exit:
+            try:
+                hook()
+            except BaseException:  # Ctrl-C while it waits too: what is left is killed
+                _log.warning("exit stopped waiting for the work of isolates", exc_info=True)
         with self.lock:
             self.closing = True
             booted = list(self.live.values())

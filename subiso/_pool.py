@@ -48,6 +48,7 @@ from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from . import _hub
 from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError
 from ._hub import check_isolation
 from ._isolate import Isolate, spawn_isolate
@@ -66,6 +67,22 @@ if TYPE_CHECKING:
 __all__ = ("Pool", "PoolStats", "Priority", "Task")
 
 _log = logging.getLogger("subiso")
+
+# The pools whose collector still runs. At interpreter exit each is shut down
+# and waited for, as concurrent.futures does with its executors: queued and
+# running tasks complete; submitting after that raises RuntimeError.
+_running: weakref.WeakSet[_Core] = weakref.WeakSet()
+_exiting = False
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    for core in list(_running):
+        core.shutdown(wait=True, cancel_futures=False)
+
+
+_hub.before_exit.append(_at_exit)
 
 # Seconds to wait for an isolate that was told to end (it has, or was killed).
 _JOIN_SECONDS = 60.0
@@ -521,6 +538,7 @@ class _Core:
             target=_collect, args=(self,), name=f"subiso-pool-{self.name}", daemon=True
         )
         self.thread.start()
+        _running.add(self)
 
     def _pool_gone(self, _: object) -> None:
         """The Pool was collected (any thread, maybe one that holds the lock):
@@ -548,7 +566,9 @@ class _Core:
             if self.broken is not None:
                 raise _again(self.broken)
             if self.shutdown_requested:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             heapq.heappush(self.queue, _Queued(task.priority, next(self.order), task, item))
             self._unfinished.add(task)
             while self.idle and self.queue:

@@ -186,7 +186,7 @@ class ClusterPool(_ExecutorFace):
         task = ClusterTask(self, priority, key)
         with self._lock:
             if self._shutdown:
-                raise RuntimeError("cannot schedule new tasks after shutdown")
+                raise RuntimeError("cannot schedule new futures after shutdown")
             self._tasks.add(task)
         # Dask runs higher priorities first; subiso's IMMEDIATELY is 0.
         task._dask = self._client.submit(
