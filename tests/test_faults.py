@@ -91,7 +91,17 @@ def test_every_kill_ends_the_isolate(entry):
             assert iso.join(T)
 
 
-def test_keyboard_interrupt_during_run_kills_the_isolate():
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in the main thread, as in a terminal,
+    also where this process was started with SIGINT ignored (a shell's
+    background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
     with subiso.ReceivePort() as port:
         started = threading.Event()
 
@@ -108,7 +118,7 @@ def test_keyboard_interrupt_during_run_kills_the_isolate():
         assert started.is_set()
 
 
-def test_keyboard_interrupt_during_pool_map():
+def test_keyboard_interrupt_during_pool_map(ctrl_c):
     with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
 
         def interrupt_when_started():
