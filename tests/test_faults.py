@@ -10,7 +10,7 @@ import helpers
 import pytest
 
 import subiso
-from subiso import _backend
+from subiso import _backend, _hub, _wire
 
 T = 60
 
@@ -24,7 +24,7 @@ def test_killed_while_sending_leaves_a_usable_port():
         assert iso.join(T)
         rest = []
         while (item := port._poll_item()) is not _backend.EMPTY:
-            rest.append(subiso._wire.decode(item))
+            rest.append(_wire.decode(item))
         assert rest == list(range(100, 100 + len(rest)))  # in order, none lost before the kill
         port.send_port.send("still works")
         assert port.receive(timeout=T) == "still works"
@@ -42,8 +42,6 @@ def test_killed_while_receiving():
 @pytest.mark.parametrize("receive", ["receive", "receive_async"])
 def test_a_kill_between_taking_a_message_and_loading_its_buffer_leaks_no_fd(receive):
     import service_helpers
-
-    from subiso import _hub
 
     entry = {
         "receive": service_helpers.receive_a_buffer_while_killed,
@@ -197,13 +195,13 @@ def _runs_do_not_leak(count: int) -> float:
     alone keeps; fds, interpreters and threads must not grow at all."""
     for i in range(20):
         subiso.run(helpers.square, i)
-    assert subiso._isolate.settle(T)
+    assert _hub.settle(T)
     raw = _raw_interpreter_growth(count // 2) if _backend.LEAKS_PER_INTERPRETER else 0.0
     rss, fds, interpreters = _rss_mib(), _fds(), len(_backend.interpreter_ids())
     threads = threading.active_count()
     for i in range(count):
         assert subiso.run(helpers.square, i) == i * i
-    assert subiso._isolate.settle(T)
+    assert _hub.settle(T)
     grown = _rss_mib() - rss
     # What subiso itself may add to CPython's own per-interpreter leak.
     per_run = grown / count
@@ -243,5 +241,5 @@ def test_memoryviews_outlive_the_interpreter_that_owned_them():
         iso = subiso.Isolate.spawn(helpers.send_view_and_exit, port.send_port)
         assert iso.join(T)
         view = port.receive(timeout=T)
-        assert subiso._isolate.settle(T)  # the owner is destroyed by now
+        assert _hub.settle(T)  # the owner is destroyed by now
         assert bytes(view[:8]) == b"owned by" and len(view) == 24_000
