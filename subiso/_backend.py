@@ -281,8 +281,9 @@ def main_interpreter_id() -> int:
 # watch it. A waker fd is never closed while the process runs, only recycled:
 # a sender holding a stale SendPort may still write to it after its port
 # closed, and that write must never reach an unrelated file that reused the
-# number. A stray wake-up on a recycled waker is harmless: receivers always
-# re-check their queue.
+# number. A stray wake-up on a recycled waker must be harmless to whoever
+# owns it next: receivers always re-check their queue, and an isolate's
+# interrupt waker counts only with the kill flag (Runtime._on_interrupt).
 
 _ONE = (1).to_bytes(8, sys.byteorder)
 _HAS_EVENTFD = hasattr(os, "eventfd")

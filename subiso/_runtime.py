@@ -427,7 +427,15 @@ class Runtime:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
 
     def _on_interrupt(self) -> None:
-        if self.killed and _thread.get_ident() == self.thread_id:
+        """The interrupt waker is readable: a kill, or a stray write. Wakers
+        are recycled, and a sender writes its port's waker after its put, by
+        when the receiver may have closed the port: the write then lands on
+        the waker's next owner. Left readable, it would spin every wait."""
+        if not self.killed:
+            _backend.waker_drain(self.interrupt[0])
+            if not self.killed:  # a kill sets it before it writes: none was drained
+                return
+        if _thread.get_ident() == self.thread_id:
             raise IsolateKilled
 
     def before_event(self) -> bool:

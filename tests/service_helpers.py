@@ -223,3 +223,26 @@ async def receive_a_buffer_while_killed_async(port):
     port.send(inbox.send_port)
     await inbox.receive_async()
     port.send("not killed")
+
+
+def report_a_readable_interrupt(port):
+    """Listen on an inbox; tell ``port`` this isolate's interrupt waker (to
+    write to), then answer every message with whether that waker is readable."""
+    import select
+
+    import subiso
+    from subiso._ports import _Local
+    from subiso._runtime import Runtime
+
+    inbox = subiso.ReceivePort()
+
+    def answer(message):
+        if message == "stop":
+            inbox.close()
+            return
+        poller = select.poll()
+        poller.register(_Local.interrupt_fd, select.POLLIN)
+        port.send(bool(poller.poll(0)))
+
+    inbox.listen(answer)
+    port.send((inbox.send_port, Runtime.current.interrupt[1]))

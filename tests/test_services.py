@@ -264,3 +264,19 @@ def test_an_isolate_that_closed_a_port_is_destroyed_while_the_reaper_stays_busy(
     monkeypatch.setattr(_backend, "queue_count", lambda qid: real_count(qid) + (qid == reaper_qid))
     assert subiso.run(service_helpers.open_and_close_a_port) == "closed"
     assert _hub.settle(TIMEOUT), "the exited isolate stayed a zombie behind the reaper's queue"
+
+
+def test_a_stray_write_to_a_recycled_interrupt_waker_does_not_spin_the_isolate():
+    """Wakers are recycled, never closed (a late write must not land in a
+    file that reused the fd number), and a sender wakes after its put: when
+    the receiver took the message and closed the port first, that wake-up
+    lands on the waker's next owner. Owned as an isolate's interrupt waker,
+    it must not make the isolate's loop spin as if a kill never ended."""
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(service_helpers.report_a_readable_interrupt, port.send_port)
+        inbox, interrupt_wfd = port.receive(timeout=TIMEOUT)
+        _backend.wake(interrupt_wfd)  # the stray write
+        inbox.send("readable?")
+        assert port.receive(timeout=TIMEOUT) is False, "the stray wake-up was never drained"
+        inbox.send("stop")
+        assert iso.join(TIMEOUT)
