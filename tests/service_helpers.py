@@ -158,29 +158,9 @@ def open_and_close_a_port(_=None):
     return "closed"
 
 
-def kill_while_a_buffer_arrives():
-    """Pool initializer: when a task's TransferableBuffer arrives, kill this
-    isolate (IMMEDIATE, from another thread, as any kill comes) and wait for
-    that kill to be done before the buffer takes its file descriptor."""
-    import threading
-
-    from subiso import _wire
-    from subiso._runtime import IMMEDIATE, Runtime
-
-    arrive = _wire.TransferableBuffer._arrive
-
-    def arrive_after_a_kill(fd, nbytes, inline):
-        if fd >= 0:
-            killer = threading.Thread(target=Runtime.current.kill, args=(IMMEDIATE,))
-            killer.start()
-            killer.join()
-        return arrive(fd, nbytes, inline)
-
-    _wire.TransferableBuffer._arrive = arrive_after_a_kill
-
-
-def _kill_while_a_buffer_arrives() -> None:
-    """Make the next TransferableBuffer that arrives in this isolate wait,
+def kill_while_a_buffer_arrives() -> None:
+    """In an isolate (an entry's first step, or a pool initializer): make the
+    next TransferableBuffer that arrives here wait,
     before taking its file descriptor, until a kill (IMMEDIATE, from another
     thread, as any kill comes) was dealt with: a kill that may land then,
     lands then."""
@@ -208,7 +188,7 @@ def _kill_while_a_buffer_arrives() -> None:
 def receive_a_buffer_while_killed(port):
     import subiso
 
-    _kill_while_a_buffer_arrives()
+    kill_while_a_buffer_arrives()
     inbox = subiso.ReceivePort()
     port.send(inbox.send_port)
     inbox.receive()
@@ -218,7 +198,7 @@ def receive_a_buffer_while_killed(port):
 async def receive_a_buffer_while_killed_async(port):
     import subiso
 
-    _kill_while_a_buffer_arrives()
+    kill_while_a_buffer_arrives()
     inbox = subiso.ReceivePort()
     port.send(inbox.send_port)
     await inbox.receive_async()
