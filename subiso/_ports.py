@@ -649,13 +649,14 @@ class ReceivePort(_Port):
             PortClosedError: the port is closed (also while waiting).
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
+        # Library code (``_library``, inlined: once per message): in an
+        # isolate's thread, a kill waits from taking the message to holding
+        # it; one that landed in between would leave the file descriptors of
+        # its TransferableBuffers open for good. Waiting still ends at once
+        # on a kill (by the interrupt fd).
         shield = _Local.shield
         if shield is None or not shield():
             return decode(self._receive_item(timeout))
-        # In an isolate's thread, a kill waits from taking the message to
-        # holding it: one that landed in between would leave the file
-        # descriptors of its TransferableBuffers open for good. Waiting
-        # still ends at once on a kill (by the interrupt fd).
         try:
             return decode(self._receive_item(timeout))
         finally:

@@ -33,7 +33,7 @@ from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from typing import Any
     from typing import NamedTuple as Message
 else:
@@ -322,11 +322,15 @@ class TransferableBuffer:
 def release_item(item: tuple[Any, ...]) -> None:
     """Free what an undelivered item holds outside the queue (memfds)."""
     if len(item) > 2:
-        for fd in item[2]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(item[2])
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 # -- encode / decode ----------------------------------------------------------
@@ -465,11 +469,7 @@ def _decode_owning(item: tuple[Any, ...]) -> Any:
             return tuple(decode(part) for part in item[1])
         return _pickle.loads(item[1])
     except BaseException:
-        for fd in unowned:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(unowned)
         raise
     finally:
         _loading.unowned = outer
