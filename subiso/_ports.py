@@ -376,6 +376,32 @@ class _Port:
             _Local.on_interrupt()
         return EMPTY
 
+    @_library
+    def _wait(self, timeout: float | None, bell: int, ready: Callable[[], bool]) -> None:
+        """Park until an item may wait, ``ready()`` may be true, or ``timeout``
+        passes; take nothing. For receivers that take under a lock of their
+        own (a pool's results), each with a waker of its own, ``bell`` (its
+        read end): whoever makes ``ready()`` true rings it. (The port's waker
+        cannot carry that: another holder may drain it and see nothing to do.)
+
+        Raises:
+            PortClosedError: the port is closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            self._holders += 1
+        try:
+            _backend.waker_drain(self._rfd)
+            _backend.waker_drain(bell)
+            if self._closed:
+                raise PortClosedError(f"{self!r} is closed")
+            if ready() or _backend.queue_count(self._qid):
+                return
+            _backend.wait_readable([self._rfd, bell], timeout)
+        finally:
+            self._release(receiver=True)
+
     def _poll_item(self) -> object:
         """The next item if one is waiting, else EMPTY; never blocks."""
         if self._closed:
