@@ -1,33 +1,40 @@
 """``Pool``: long-lived isolates behind a ``concurrent.futures.Executor``.
 
 Threads and state. User threads (``execute``/``submit``/``map``,
-``Task.cancel``, ``stats``, ``shutdown``) and the pool's collector thread
-share one ``_Core``, the pool's state: the queue, the workers and the task
-each runs, the idle list, the counts, the shutdown and broken marks, the
-unfinished tasks. The rule:
+``Task.cancel``, ``stats``, ``shutdown``, waiting for a task) and the pool's
+collector thread share one ``_Core``, the pool's state: the queue, the
+workers and the task each runs, the idle list, the counts, the shutdown and
+broken marks, the unfinished tasks. The rule:
 
 - Any thread may read or change the core's state, only while it holds
   ``_Core.lock``. Sending on a port never blocks and may happen under it.
-- The constructor starts the first isolates; from then on the collector
-  alone receives on the results port, decodes what arrives, starts
-  replacement isolates and joins the ones that ended, all without the lock.
-- No user code and no blocking call runs under the lock. A Future's
-  ``set_result``, ``set_exception`` and ``cancel`` run its done-callbacks,
-  and unpickling a result may run anything: a thread decides under the lock
-  which tasks end how, releases it, then ends them.
+- Taking from the results port is a role (``_Core.role``): one thread at a
+  time takes what waits there and acts on it in order (outcomes end their
+  workers' tasks and hand out the next; a ready worker gets work). The
+  thread that waits for a task takes the role itself (one such thread at a
+  time: the leader), so a result crosses one hop, not two; the collector
+  takes it whenever it wakes. What blocks (joining an isolate that ended,
+  starting its replacement) or ends the collector goes to the collector's
+  mail: only the collector handles that, without the lock.
+- No user code and no blocking call runs under the lock or the role. A
+  Future's ``set_result``, ``set_exception`` and ``cancel`` run its
+  done-callbacks, and unpickling a result may run anything: a thread decides
+  under the lock which tasks end how, lets go, then decodes and ends them.
+  In the main thread a Ctrl-C is held back while it holds what it took, so
+  that no result is lost (it is raised right after).
 - The collector holds the ``Pool`` only through a weakref, and a ``Task``
   holds the core, not the pool: a pool nobody references is collected, and
   the weakref's callback asks the collector to shut the pool down (tasks
   already taken still run).
-- The collector has one safety net: an exception escaping its loop breaks
-  the pool. Every unfinished task fails with ``BrokenServiceError``, chained
-  to the cause, the isolates are killed, later ``submit`` raises that error,
-  and ``shutdown()`` returns.
+- One safety net for whoever holds the role: an exception there breaks the
+  pool. Every unfinished task fails with ``BrokenServiceError``, chained to
+  the cause, the isolates are killed, the collector ends, later ``submit``
+  raises that error, and ``shutdown()`` returns.
 
 Each worker is an isolate running a small loop: receive a task on its inbox,
-run it, send the outcome to the pool's results port. The collector receives
-outcomes, completes the tasks' futures and hands each free worker the most
-urgent queued task (``Priority`` order, FIFO within a level). One task is in
+run it, send the outcome to the pool's results port. Whoever holds the role
+completes the tasks' futures and hands each free worker the most urgent
+queued task (``Priority`` order, FIFO within a level). One task is in
 flight per worker, so a task that was handed to a worker is running, and
 cancelling it means killing that worker; the pool then starts a replacement,
 as it does when a worker dies.
@@ -41,6 +48,7 @@ import heapq
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -48,13 +56,22 @@ from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import _hub
-from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError
+from . import _backend, _hub
+from ._backend import EMPTY
+from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError, PortClosedError
 from ._hub import check_isolation
 from ._isolate import Isolate, spawn_isolate
-from ._ports import ReceivePort, SendPort
+from ._ports import _SPIN_MAX, _SPIN_MIN, ReceivePort, SendPort, _yield
 from ._runtime import IMMEDIATE
-from ._wire import PLAIN, by_reference, decode, decode_exception, encode, shareable
+from ._wire import (
+    PLAIN,
+    by_reference,
+    decode,
+    decode_exception,
+    encode,
+    release_item,
+    shareable,
+)
 
 _NO_KWARGS = (PLAIN, None)
 
@@ -67,6 +84,7 @@ if TYPE_CHECKING:
 __all__ = ("Pool", "PoolStats", "Priority", "Task")
 
 _log = logging.getLogger("subiso")
+_MAIN_THREAD = threading.main_thread().ident
 
 # The pools whose collector still runs. At interpreter exit each is shut down
 # and waited for, as concurrent.futures does with its executors: queued and
@@ -127,11 +145,23 @@ class Task(Future):  # type: ignore[type-arg]
         self.priority = priority
         self._worker: _Worker | None = None
 
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            timeout = self._pool.wait_for(self, timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            timeout = self._pool.wait_for(self, timeout)
+        return super().exception(timeout)
+
     def cancel(self) -> bool:
         if super().cancel():
             self._pool._forget_queued(self)
-            return True
-        return self._pool._cancel_running(self)
+        elif not self._pool._cancel_running(self):
+            return False
+        self._pool.settled(self)
+        return True
 
     def _force_cancel(self) -> bool:
         """Cancel a running task (its worker is being killed)."""
@@ -169,14 +199,6 @@ _WAKE = "wake"  # (kind, -1): shutdown() wants the collector to look at the stat
 _GONE = "gone"  # (kind, -1): the Pool was collected
 
 
-class _Outcome(NamedTuple):
-    """A worker ended its task: ``value`` if ``error`` is None."""
-
-    worker: int
-    error: BaseException | None
-    value: Any
-
-
 class _Ready(NamedTuple):
     """A worker started and listens on ``inbox``."""
 
@@ -207,6 +229,11 @@ _WAKE_ITEM = (PLAIN, (_WAKE, -1))
 _GONE_ITEM = (PLAIN, (_GONE, -1))
 _WAKE_UP = _Wake(False)
 _POOL_GONE = _Wake(True)
+
+
+# Tasks whose workers ended them, each with its result's kind and payload
+# (decoded once no lock is held).
+_Outcomes = collections.deque[tuple["Task", str, "Any"]]
 
 
 class _Queued(NamedTuple):
@@ -473,6 +500,7 @@ def _end(task: Task, error: BaseException | None, value: Any = None) -> None:
     except InvalidStateError:
         pass  # cancelled, or failed by a broken collector, meanwhile
     task._pool._unfinished.discard(task)
+    task._pool.settled(task)
 
 
 def _end_all(endings: list[_Ending]) -> None:
@@ -503,6 +531,7 @@ class _Core:
         self.queue: list[_Queued] = []
         self.order = itertools.count()
         self.workers: dict[int, _Worker] = {}
+        self.early: dict[int, SendPort] = {}  # inboxes of workers not added yet
         self.idle: list[_Worker] = []
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "replaced": 0}
         self.shutdown_requested = False
@@ -512,10 +541,22 @@ class _Core:
         # -- the collector's (and, before it starts, the constructor's):
         self.next_index = itertools.count()
         self.results = ReceivePort(f"pool {name}")
-        # The collector shares the GIL with the threads that submit and wait:
-        # spinning there would keep them from running.
-        self.results._spin_max = 0
-        self.results._spin = 0
+        # -- taking results (see take_all): one thread at a time holds the role;
+        # what only the collector does waits in its mail.
+        self.role = threading.Lock()
+        self.mail: collections.deque[_InitFailed | _Exited | _Wake] = collections.deque()
+        # The task whose waiting thread takes results (wait_for), under the lock.
+        self.leader: Task | None = None
+        self.leader_thread = 0
+        self.followers: dict[Task, int] = {}  # the tasks other threads wait for, and how many
+        self.spin = _SPIN_MIN  # how long that thread looks before it parks
+        # What wakes the collector for its mail, and the leader for its task.
+        # Rung under the lock; recycled once the collector has ended and no
+        # leader waits on its bell (bells_open then turns False).
+        self.collector_bell = _backend.waker_new()
+        self.leader_bell = _backend.waker_new()
+        self.bells_open = True
+        self.collector_ended = False
         self.all_gone = threading.Event()
         self.thread: threading.Thread | None = None
         self.pool_ref: weakref.ref[Pool] | None = None  # kept for its callback
@@ -532,6 +573,9 @@ class _Core:
             for worker in self.workers.values():
                 worker.isolate.join(_JOIN_SECONDS)
             self.results.close()
+            with self.lock:
+                self.collector_ended = True  # it never started
+                self.free_bells()
             raise
         self.pool_ref = weakref.ref(pool, self._pool_gone)
         self.thread = threading.Thread(
@@ -656,37 +700,229 @@ class _Core:
                 endings.append(_Ending(task, error))
                 self.counts["failed"] += 1
 
-    # -- the collector ------------------------------------------------------------------
+    # -- taking results: the collector, and threads that wait ------------------------
 
-    def collect(self) -> None:
-        """Handle what arrives until the pool is shut down and its isolates are gone."""
-        receive = self.results._receive_item
-        while True:
-            message = self.read(receive(None))
-            self.handle(message)
-            # Only these can leave a shut-down pool without workers: shutdown()
-            # finds none (and wakes us), or the last one has ended.
-            if type(message) is _Exited or type(message) is _Wake:
-                with self.lock:
-                    if self.shutdown_requested and not self.workers:
-                        return
-            del message  # a result: not kept while the next is awaited
+    def take_all(self) -> None:
+        """Take what waits on the results port, in order, and act on it.
 
-    def read(self, item: tuple[Any, ...]) -> _Outcome | _Ready | _InitFailed | _Exited | _Wake:
-        """The record a results-port item carries; results and errors decoded."""
+        Under ``role``, so that one thread at a time takes and acts, in the
+        order the port delivers: outcomes end their workers' tasks (and
+        hand the workers their next), a worker that is ready gets work, and
+        the rest (exits, initializer failures, wake-ups) goes to the
+        collector's ``mail``. Results are decoded and tasks ended after the
+        role is let go: both may run user code (unpickling, done-callbacks).
+
+        In the main thread a Ctrl-C waits until what was taken is handed
+        over: landing in between, it would lose a result for good.
+        """
+        if threading.get_ident() != _MAIN_THREAD:
+            self._take_all()
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):
+            self._take_all()
+            return
+        caught: list[Any] = []
+        signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+        try:
+            self._take_all()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(signal.SIGINT, caught[0])
+
+    def _take_all(self) -> None:
+        outcomes: _Outcomes = collections.deque()
+        try:
+            with self.role:
+                poll = self.results._poll_item
+                while True:
+                    try:
+                        item = poll()
+                    except PortClosedError:  # the collector closed it: nothing is left
+                        break
+                    if item is EMPTY:
+                        break
+                    self._act(item, outcomes)  # type: ignore[arg-type]
+        except BaseException as error:  # a fault of ours: nothing would end the tasks
+            self.break_down(error)
+            return
+        self._end_outcomes(outcomes)
+        if self.mail and threading.current_thread() is not self.thread:
+            self.ring(self.collector_bell)
+
+    def _end_outcomes(self, outcomes: _Outcomes) -> None:
+        try:
+            while outcomes:
+                self._end_outcome(*outcomes.popleft())
+        finally:
+            if outcomes:  # a done-callback raised KeyboardInterrupt or SystemExit
+                self._end_outcomes(outcomes)
+
+    def _act(self, item: tuple[Any, ...], outcomes: _Outcomes) -> None:
+        """Act on one item (under the role); no user code runs here."""
         message = item[1] if item[0] == PLAIN else decode(item)
         kind = message[0]
+        if kind == _VALUE or kind == _PICKLED or kind == _ERROR:
+            task = self._finish(message[1], kind != _ERROR)
+            if task is not None:
+                outcomes.append((task, kind, message[2]))
+            elif len(item) > 2:
+                release_item(item)  # a late result of a killed worker: its buffers close
+        elif kind == _READY:
+            self._ready(_Ready(message[1], SendPort(*message[2])))
+        else:
+            self.mail.append(self.read(message))
+
+    def _end_outcome(self, task: Task, kind: str, payload: Any) -> None:
         if kind == _VALUE:
-            return _Outcome(message[1], None, message[2])
-        if kind == _PICKLED:
+            _end(task, None, payload)
+        elif kind == _ERROR:
+            _end(task, decode_exception(payload))
+        else:
             try:
-                return _Outcome(message[1], None, decode(message[2]))
+                value = decode(payload)
             except BaseException as error:  # unpickling may run anything: the task's own fault
-                return _Outcome(message[1], _result_error(error), None)
-        if kind == _ERROR:
-            return _Outcome(message[1], decode_exception(message[2]), None)
-        if kind == _READY:
-            return _Ready(message[1], SendPort(*message[2]))
+                with self.lock:
+                    self.counts["completed"] -= 1
+                    self.counts["failed"] += 1
+                _end(task, _result_error(error))
+            else:
+                _end(task, None, value)
+
+    def collect(self) -> None:
+        """The collector's loop: take and act while nobody else does, handle
+        the mail, until the pool is shut down and its isolates are gone."""
+        results = self.results
+        mail = self.mail
+        while True:
+            self.take_all()
+            while mail:
+                message = mail.popleft()
+                self.handle(message)
+                # Only these can leave a shut-down pool without workers: shutdown()
+                # finds none (and wakes us), or the last one has ended.
+                if type(message) is _Exited or type(message) is _Wake:
+                    with self.lock:
+                        if self.shutdown_requested and not self.workers:
+                            return
+            results._wait(None, self.collector_bell[0], mail.__len__)  # type: ignore[arg-type]
+
+    def wait_for(self, task: Task, timeout: float | None) -> float | None:
+        """Wait until ``task`` is done or ``timeout`` passes; the time left.
+
+        One waiting thread at a time takes results itself, with no hop
+        through the collector: the leader. Others (followers) wait on their
+        task as on any Future; when the leader leaves, they are woken, and
+        one of them leads.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not task.done():
+            with self.lock:
+                if self.results.is_closed:
+                    break  # the pool is gone: so is every unfinished task
+                lead = self.leader is None
+                if lead:
+                    self.leader = task
+                    self.leader_thread = threading.get_ident()
+                else:
+                    self.followers[task] = self.followers.get(task, 0) + 1
+            if lead:
+                try:
+                    self._lead(task, deadline)
+                finally:
+                    self._hand_over()
+                break
+            try:
+                with task._condition:
+                    if not task.done() and self.leader is not None:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            break
+                        task._condition.wait(remaining)
+            finally:
+                with self.lock:
+                    self.followers[task] -= 1
+                    if not self.followers[task]:
+                        del self.followers[task]
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _hand_over(self) -> None:
+        """The leader leaves: its followers are woken, and one of them leads."""
+        with self.lock:
+            self.leader = None
+            followers = list(self.followers)
+            self.free_bells()
+        for task in followers:
+            with task._condition:
+                task._condition.notify_all()
+
+    def _lead(self, task: Task, deadline: float | None) -> None:
+        """Take results until ``task`` is done or ``deadline`` passes."""
+        results = self.results
+        count = _backend.queue_count
+        qid = results._qid
+        try:
+            while not task.done():
+                if self.mail and threading.current_thread() is self.thread:
+                    return  # a done-callback on the collector waits: its mail comes first
+                if count(qid) or self._spin(count, qid):
+                    self.take_all()
+                    continue
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                parked = time.perf_counter()
+                results._wait(remaining, self.leader_bell[0], task.done)
+                self._adapt_spin(time.perf_counter() - parked)
+        except PortClosedError:
+            pass  # the pool's isolates are gone, and with them every unfinished task
+
+    def _spin(self, count: Callable[[int], int], qid: int) -> bool:
+        """Look at the results port for up to ``self.spin`` seconds (a result
+        that comes back within microseconds is taken without sleeping),
+        yielding the GIL every few looks."""
+        end = time.perf_counter() + self.spin
+        turns = 0
+        while time.perf_counter() < end:
+            if count(qid):
+                return True
+            turns += 1
+            if turns == 32:
+                turns = 0
+                _yield()
+        return False
+
+    def _adapt_spin(self, parked_for: float) -> None:
+        """As a port's receiver does: spin about as long as the last wait, if short."""
+        if parked_for < _SPIN_MAX:
+            self.spin = min(_SPIN_MAX, max(self.spin, parked_for * 2))
+        else:
+            self.spin = min(_SPIN_MAX, max(_SPIN_MIN, self.spin / 4))
+
+    def settled(self, task: Task) -> None:
+        """``task`` is done: if a thread that waits for it parks on the results
+        port, wake it."""
+        if self.leader is task and self.leader_thread != threading.get_ident():
+            self.ring(self.leader_bell)
+
+    def ring(self, bell: tuple[int, int]) -> None:
+        with self.lock:
+            if self.bells_open:
+                _backend.wake(bell[1])
+
+    def free_bells(self) -> None:
+        """Recycle the bells once nobody can wait on them (under the lock)."""
+        if self.collector_ended and self.leader is None and self.bells_open:
+            self.bells_open = False
+            _backend.waker_free(self.collector_bell)
+            _backend.waker_free(self.leader_bell)
+
+    def read(self, message: tuple[Any, ...]) -> _InitFailed | _Exited | _Wake:
+        """The record of a message for the collector."""
+        kind = message[0]
         if kind == _EXIT:
             return _Exited(message[1])
         if kind == _INIT_FAILED:
@@ -697,13 +933,9 @@ class _Core:
             return _POOL_GONE
         raise ValueError(f"a pool's results port got an unknown message {message!r}")
 
-    def handle(self, message: _Outcome | _Ready | _InitFailed | _Exited | _Wake) -> None:
-        """Act on one message (the collector's per-message handler)."""
-        if isinstance(message, _Outcome):
-            self._finish(message)
-        elif isinstance(message, _Ready):
-            self._ready(message)
-        elif isinstance(message, _Exited):
+    def handle(self, message: _InitFailed | _Exited | _Wake) -> None:
+        """Act on one message of the mail (the collector's)."""
+        if isinstance(message, _Exited):
             self._exited(message)
         elif isinstance(message, _InitFailed):
             with self.lock:  # the worker ends next; _exited fails the queue
@@ -711,32 +943,37 @@ class _Core:
         elif message.pool_gone:
             self.shutdown(wait=False, cancel_futures=False)
 
-    def _finish(self, outcome: _Outcome) -> None:
+    def _finish(self, index: int, ok: bool) -> Task | None:
+        """A worker ended its task: the task, to be ended; the worker's next."""
         with self.lock:
-            worker = self.workers.get(outcome.worker)
+            worker = self.workers.get(index)
             if worker is None:
-                return  # a late word from a worker already gone
+                return None  # a late word from a worker already gone
             task, worker.task = worker.task, None
             worker.done += 1
             if task is not None:
-                self.counts["completed" if outcome.error is None else "failed"] += 1
+                self.counts["completed" if ok else "failed"] += 1
             if self.max_tasks is not None and worker.done >= self.max_tasks:
                 self._retire(worker)
             else:
                 self._dispatch(worker)
-        if task is not None:
-            _end(task, outcome.error, outcome.value)
+        return task
 
     def _ready(self, ready: _Ready) -> None:
         with self.lock:
             worker = self.workers.get(ready.worker)
-            if worker is None:
-                return
-            worker.inbox = ready.inbox
-            if worker.retiring:  # retired (by a shutdown) before it could hear it
-                self._retire(worker)
+            if worker is None:  # a replacement, ready before _replace has added it
+                self.early[ready.worker] = ready.inbox
             else:
-                self._dispatch(worker)
+                self._listens(worker, ready.inbox)
+
+    def _listens(self, worker: _Worker, inbox: SendPort) -> None:
+        """``worker`` said it is ready (under the lock)."""
+        worker.inbox = inbox
+        if worker.retiring:  # retired (by a shutdown) before it could hear it
+            self._retire(worker)
+        else:
+            self._dispatch(worker)
 
     def _exited(self, exited: _Exited) -> None:
         endings: list[_Ending] = []
@@ -780,18 +1017,22 @@ class _Core:
             return
         with self.lock:
             self.workers[worker.index] = worker
+            inbox = self.early.pop(worker.index, None)
+            if inbox is not None:
+                self._listens(worker, inbox)
 
     def break_down(self, cause: BaseException) -> None:
         """The safety net: the collector failed, so nothing would complete the
-        pool's tasks. Fail them all, stop the isolates, refuse new work."""
+        pool's tasks. Fail them all, stop the isolates, refuse new work.
+
+        Whichever thread met the fault calls it: the collector, or a thread
+        that took results while it waited. Either way the collector ends.
+        """
         error = BrokenServiceError("pool collector", f"{type(cause).__name__}: {cause}")
         error.__cause__ = cause
-        _log.error(
-            "the collector of pool %s failed; its tasks fail with BrokenServiceError",
-            self.name,
-            exc_info=cause,
-        )
         with self.lock:
+            if isinstance(self.broken, BrokenServiceError):
+                return  # broken down already, by another thread
             self.broken = error
             self.shutdown_requested = True
             for entry in self.queue:
@@ -807,8 +1048,16 @@ class _Core:
                 worker.task = None
             failing = list(self._unfinished)
             self.counts["failed"] += len(failing)
+        _log.error(
+            "taking the results of pool %s failed; its tasks fail with BrokenServiceError",
+            self.name,
+            exc_info=cause,
+        )
         for task in failing:
             _end(task, error)
+        self.mail.append(_WAKE_UP)  # the collector ends (there are no workers)
+        if threading.current_thread() is not self.thread:
+            self.ring(self.collector_bell)
         deadline = time.monotonic() + _JOIN_SECONDS
         for worker in workers:
             worker.isolate.kill(IMMEDIATE)
@@ -825,6 +1074,9 @@ def _collect(core: _Core) -> None:
             core.break_down(error)
     finally:
         core.results.close()
+        with core.lock:
+            core.collector_ended = True
+            core.free_bells()
         core.all_gone.set()
 
 

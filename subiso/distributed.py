@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import Future
 
 from distributed import WorkerPlugin, get_worker
 from distributed.client import Client
@@ -119,6 +120,10 @@ class ClusterTask(Task):
         super().__init__(pool, priority)  # type: ignore[arg-type]
         self.key = key
         self._dask: Any = None
+
+    # Dask completes the task: a thread that waits takes nothing itself.
+    result = Future.result
+    exception = Future.exception
 
     def cancel(self) -> bool:
         if self.done():

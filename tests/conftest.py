@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -68,3 +69,13 @@ def no_leaks():
     )
     leaked_ports = set(_Local.ports) - ports_before
     assert not leaked_ports, f"ports left open: {[_Local.ports[q] for q in leaked_ports]}"
+
+
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in the main thread, as in a terminal,
+    also where this process was started with SIGINT ignored (a shell's
+    background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

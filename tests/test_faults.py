@@ -89,16 +89,6 @@ def test_every_kill_ends_the_isolate(entry):
             assert iso.join(T)
 
 
-@pytest.fixture
-def ctrl_c():
-    """Ctrl-C raises KeyboardInterrupt in the main thread, as in a terminal,
-    also where this process was started with SIGINT ignored (a shell's
-    background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
     with subiso.ReceivePort() as port:
         started = threading.Event()

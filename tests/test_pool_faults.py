@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import logging
+import signal
 import threading
 import weakref
 
@@ -13,7 +14,7 @@ import helpers
 import pytest
 
 import subiso
-from subiso import _isolate, _pool
+from subiso import _backend, _isolate, _pool
 
 T = 30
 
@@ -285,28 +286,63 @@ def test_a_pool_nobody_references_is_collected_and_its_isolates_stop():
 # -- the collector's safety net ------------------------------------------------------
 
 
-def test_a_collector_fault_fails_every_waiter_and_breaks_the_pool(monkeypatch, caplog):
-    pool = subiso.Pool(2, debug_name="faulty")
+class _BusyCollector:
+    """Keeps a pool's collector inside a done-callback until ``release()``,
+    so that only a thread that waits can take the pool's results."""
+
+    def __init__(self, pool):
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.thread = None
+        task = pool.submit(helpers.square, 0)
+        task.add_done_callback(self._hold)  # nobody waits: the collector completes it
+        assert self.entered.wait(T)
+        assert self.thread.name.startswith("subiso-pool-")
+
+    def _hold(self, _):
+        self.thread = threading.current_thread()
+        self.entered.set()
+        self.released.wait(T)
+
+    def release(self):
+        self.released.set()
+
+
+@pytest.mark.parametrize("taker", ["collector", "waiting thread"])
+def test_a_fault_in_taking_results_fails_every_waiter_and_breaks_the_pool(
+    taker, monkeypatch, caplog
+):
+    # Two isolates are kept busy; the first result taken meets the fault. With
+    # a busy collector a third isolate runs the queued tasks (their results
+    # wait for the thread that waits); else they stay queued.
+    pool = subiso.Pool(2 if taker == "collector" else 3, debug_name="faulty")
     (collector,) = [t for t in threading.enumerate() if t.name == "subiso-pool-faulty"]
     probe = _Probe(pool)
+    busy = None
     try:
         with subiso.ReceivePort() as port:
             running = [pool.submit(gated, port.send_port) for _ in range(2)]
-            gates = [port.receive(timeout=T) for _ in range(2)]  # both isolates are busy
-            queued = [pool.submit(helpers.square, i) for i in range(3)]
-            queued[0].add_done_callback(probe)
+            gates = [port.receive(timeout=T) for _ in range(2)]  # two isolates are busy
+            if taker == "waiting thread":
+                busy = _BusyCollector(pool)
 
-            def handle(self, message):
+            def act(self, item, outcomes):
                 raise RuntimeError("injected fault")
 
-            monkeypatch.setattr(_pool._Core, "handle", handle)
+            monkeypatch.setattr(_pool._Core, "_act", act)
             with caplog.at_level(logging.ERROR, logger="subiso"):
-                gates[0].send("go")  # its result is the first message the collector fails on
+                queued = [pool.submit(helpers.square, i) for i in range(3)]
+                queued[0].add_done_callback(probe)
+                gates[0].send("go")  # (a word to a killed isolate is dropped)
+                if taker == "collector":
+                    assert probe.called.wait(T)  # failed by the collector: nobody waited
                 for task in running + queued:
                     with pytest.raises(subiso.BrokenServiceError, match="pool collector") as info:
                         task.result(timeout=T)
                     assert info.value.service == "pool collector"
                     assert isinstance(info.value.__cause__, RuntimeError)
+                if busy is not None:
+                    busy.release()
                 collector.join(T)
                 assert not collector.is_alive()
             with pytest.raises(subiso.BrokenServiceError, match="injected fault") as info:
@@ -314,9 +350,67 @@ def test_a_collector_fault_fails_every_waiter_and_breaks_the_pool(monkeypatch, c
             assert isinstance(info.value.__cause__, RuntimeError)
             assert probe.join() == [True]
     finally:
+        if busy is not None:
+            busy.release()
         assert _shut_down_in_time(pool)
     (record,) = [r for r in caplog.records if r.name == "subiso" and r.levelno == logging.ERROR]
     assert isinstance(record.exc_info[1], RuntimeError)
+    assert record.threadName == (collector.name if taker == "collector" else "MainThread")
+
+
+def test_a_thread_waiting_for_a_task_hears_another_thread_cancel_it(monkeypatch):
+    # The waiting thread takes results itself and parks on the results port;
+    # cancelling a queued task sends nothing there, yet must wake it.
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        running = pool.submit(gated, port.send_port)
+        gate = port.receive(timeout=T)
+        queued = pool.submit(helpers.square, 3)
+        parked = threading.Event()
+        wait_readable = _backend.wait_readable
+
+        def watched(fds, timeout):
+            if pool._core.leader_bell[0] in fds:
+                parked.set()  # the waiting thread parks (after its last look)
+            return wait_readable(fds, timeout)
+
+        monkeypatch.setattr(_backend, "wait_readable", watched)
+
+        def cancel_once_parked():
+            assert parked.wait(T)
+            queued.cancel()
+
+        canceller = threading.Thread(target=cancel_once_parked)
+        canceller.start()
+        try:
+            with pytest.raises(concurrent.futures.CancelledError):
+                queued.result(timeout=T)
+        finally:
+            canceller.join(T)
+        gate.send("go")
+        assert running.result(timeout=T) == "go"
+
+
+def test_a_ctrl_c_while_the_main_thread_takes_results_loses_none(ctrl_c, monkeypatch):
+    # The main thread waits and takes results itself (the collector is
+    # busy); Ctrl-C lands while it acts on one: it is raised once that result
+    # is handed over, and the task is not lost.
+    with subiso.Pool(1) as pool:
+        busy = _BusyCollector(pool)
+        act = _pool._Core._act
+
+        def interrupted(self, item, outcomes):
+            monkeypatch.setattr(_pool._Core, "_act", act)  # once
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            act(self, item, outcomes)  # (an interrupt not held back lands by here)
+
+        try:
+            task = pool.submit(helpers.square, 3)
+            monkeypatch.setattr(_pool._Core, "_act", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                task.result(timeout=T)
+            assert task.result(timeout=0) == 9
+        finally:
+            busy.release()
 
 
 def test_wait_sees_a_running_task_that_was_cancelled():
