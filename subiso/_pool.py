@@ -723,7 +723,11 @@ class _Core:
             self._take_all()
             return
         caught: list[Any] = []
-        signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+        try:
+            signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+        except ValueError:  # the main thread of an isolate: no signal reaches it
+            self._take_all()
+            return
         try:
             self._take_all()
         finally:
@@ -798,14 +802,10 @@ class _Core:
         while True:
             self.take_all()
             while mail:
-                message = mail.popleft()
-                self.handle(message)
-                # Only these can leave a shut-down pool without workers: shutdown()
-                # finds none (and wakes us), or the last one has ended.
-                if type(message) is _Exited or type(message) is _Wake:
-                    with self.lock:
-                        if self.shutdown_requested and not self.workers:
-                            return
+                self.handle(mail.popleft())
+            with self.lock:
+                if self.shutdown_requested and not self.workers:
+                    return
             results._wait(None, self.collector_bell[0], mail.__len__)  # type: ignore[arg-type]
 
     def wait_for(self, task: Task, timeout: float | None) -> float | None:
@@ -865,7 +865,11 @@ class _Core:
         try:
             while not task.done():
                 if self.mail and threading.current_thread() is self.thread:
-                    return  # a done-callback on the collector waits: its mail comes first
+                    # A done-callback on the collector waits: nobody else
+                    # would read the mail (collect() sees what it changed).
+                    while self.mail:
+                        self.handle(self.mail.popleft())
+                    continue
                 if count(qid) or self._spin(count, qid):
                     self.take_all()
                     continue

@@ -145,6 +145,17 @@ def test_a_done_callback_may_wait_for_another_task_of_its_pool():
         assert later.get(timeout=T) == 9
 
 
+def test_a_done_callback_on_the_collector_may_wait_for_a_replacement_isolate():
+    # The isolate retires after the first task: the second needs a replacement,
+    # which the collector starts while its done-callback waits.
+    with subiso.Pool(1, max_tasks_per_isolate=1) as pool:
+        later = queue.Queue()
+        first = pool.submit(helpers.square, 2)
+        first.add_done_callback(lambda _: later.put(pool.submit(helpers.square, 3).result(T)))
+        assert later.get(timeout=T) == 9
+        assert pool.submit(helpers.square, 4).result(timeout=T) == 16
+
+
 def test_max_tasks_per_isolate_recycles():
     with subiso.Pool(1, max_tasks_per_isolate=2) as pool:
         calls = [pool.submit(helpers.count_calls).result(timeout=T) for _ in range(5)]
