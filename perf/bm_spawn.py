@@ -6,14 +6,18 @@ interpreter for every call); ``Isolate.spawn`` until the first message.
 Peers, same run: a multiprocessing Process started and joined (forkserver,
 spawn); a ProcessPoolExecutor's first task (cold start, forkserver); an
 InterpreterPoolExecutor's first task (the stdlib's on 3.14+, the backport's
-on 3.13, see peers.py).
+on 3.13, see peers.py); and CPython's own rate of creating and closing bare
+interpreters, on one thread and on one thread per core at once, the bound
+for fresh runs back to back.
 Run with ``--loops 1``: every value is one call, so percentiles are per call.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,6 +30,7 @@ import peers
 import subiso
 
 SPACING = 0.020  # seconds between calls in the latency benchmark
+BARE_EACH = 8  # bare interpreters each thread creates and closes per value
 
 
 def noop(*_):
@@ -98,6 +103,31 @@ def bench_interpreter_pool_cold(loops: int) -> float:
     return time.perf_counter() - start
 
 
+def _bare_create_close(threads: int):
+    """Time per interpreter of creating and closing ``BARE_EACH`` bare
+    (isolated) interpreters on each of ``threads`` threads at once."""
+
+    def bench(loops: int) -> float:
+        interpreters = peers.interpreters_module()
+
+        def work() -> None:
+            for _ in range(BARE_EACH):
+                interpreters.create().close()
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return (time.perf_counter() - start) / (threads * BARE_EACH) * loops
+
+    return bench
+
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 if __name__ == "__main__":
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0]
@@ -109,3 +139,7 @@ if __name__ == "__main__":
     runner.bench_time_func("Process start+join (spawn)", _process_bench("spawn"))
     runner.bench_time_func("first task: ProcessPoolExecutor (forkserver)", bench_process_pool_cold)
     runner.bench_time_func(f"first task: {peers.INTERPRETER_POOL}", bench_interpreter_pool_cold)
+    runner.bench_time_func("bare interpreter create+close, 1 thread", _bare_create_close(1))
+    runner.bench_time_func(
+        "bare interpreter create+close, a thread per core", _bare_create_close(CORES)
+    )

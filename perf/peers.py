@@ -28,6 +28,15 @@ ANYIO = "anyio.to_interpreter"
 _QUEUE_MODULE = "concurrent.interpreters" if STDLIB else "interpreters_backport.interpreters.queues"
 
 
+def interpreters_module():
+    """``concurrent.interpreters``, or the backport's ``interpreters`` on 3.13."""
+    if STDLIB:
+        from concurrent import interpreters
+    else:
+        from interpreters_backport import interpreters
+    return interpreters
+
+
 def interpreter_pool(workers: int):
     if STDLIB:
         from concurrent.futures import InterpreterPoolExecutor

@@ -168,6 +168,20 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
         )
     )
     rows.append(("", "", f"spawn {1 / spawn_start:,.0f}/s", f"{spawn_start / b2b:.1f}x the rate"))
+    measured = suites["bm_spawn"].get_benchmark_names()
+    for threads in ("1 thread", "a thread per core"):
+        name = f"bare interpreter create+close, {threads}"
+        if name not in measured:
+            continue  # results from before this peer was measured
+        bare = _median(suites, "bm_spawn", name)
+        rows.append(
+            (
+                "",
+                "",
+                f"CPython bare create+close, {threads} {1 / bare:,.0f}/s",
+                f"{bare / b2b:.2f}x the rate",
+            )
+        )
     chart["speedups"]["back-to-back runs vs Process"] = fork_start / b2b
     first = _median(suites, "bm_spawn", "Isolate.spawn to first message")
     cells = []
