@@ -23,7 +23,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Final
+    from typing import Any, Final
 
 # -- CPython faults, by version --------------------------------------------------
 #
@@ -46,19 +46,22 @@ LEAKS_PER_INTERPRETER: Final = sys.version_info < (3, 14)
 FORK_KILLS_CHILD: Final = True
 
 if sys.version_info >= (3, 14):
-    # Queues are made with the stdlib's public API; messages go through
-    # _interpqueues directly, the module under it: on the hottest path,
-    # Queue.put_nowait/get_nowait would add a Python frame and an unbound-
-    # item check per message, and ports already know what they put.
+    # Queues are made and used through _interpqueues, the module under the
+    # stdlib's concurrent.interpreters: on the hottest path, Queue.put_nowait
+    # and get_nowait would add a Python frame and an unbound-item check per
+    # message, and ports already know what they put. concurrent.interpreters
+    # itself (about 11 ms to import in a fresh interpreter, most of it pickle
+    # and threading) is imported only where interpreters are made: the main
+    # interpreter.
     import _interpqueues
-    from concurrent import interpreters as _stdlib_interpreters
-    from concurrent.interpreters import _queues  # UNBOUND_REMOVE is not re-exported
+
+    # concurrent.interpreters._crossinterp's flag for UNBOUND_REMOVE.
+    _UNBOUND_REMOVE_FLAG: Final = 1
 
     def queue_create() -> int:
-        """Create a queue; items left by a destroyed interpreter vanish."""
-        queue = _stdlib_interpreters.create_queue(unbounditems=_queues.UNBOUND_REMOVE)
-        qid: int = queue.id
-        _interpqueues.bind(qid)  # our own reference: the queue lives until queue_destroy
+        """Create a queue; items left by a destroyed interpreter vanish. It
+        lives until queue_destroy (nothing binds or releases it)."""
+        qid: int = _interpqueues.create(0, _UNBOUND_REMOVE_FLAG, -1)
         return qid
 
     def queue_put(qid: int, item: object) -> None:
@@ -74,7 +77,8 @@ if sys.version_info >= (3, 14):
             return EMPTY
         return EMPTY if unbound is not None else item
 
-    _EmptyError: type[BaseException] = _stdlib_interpreters.QueueEmpty
+    # Every error of the module derives from QueueError; NotFound is told apart.
+    _EmptyError: type[BaseException] = _interpqueues.QueueError
 
 else:
     import _interpqueues
@@ -103,35 +107,41 @@ else:
     # Every error of the module derives from QueueError; NotFound is told apart.
     _EmptyError = _interpqueues.QueueError
 
-    def _register_queue_types() -> None:
-        """Give the module its high-level classes before the first empty get.
 
-        Otherwise that get imports ``test.support.interpreters`` to find them
-        (23 ms, and in every interpreter). The main interpreter registers the
-        backport's own classes, so that code using the backport there keeps
-        working; an isolate we own registers three small ones of ours.
-        """
-        if _interpreters.get_current()[0] == _interpreters.get_main()[0]:
-            try:
+def _register_queue_types() -> None:
+    """Give the module its high-level classes before the first empty get.
+
+    Otherwise that get imports them (``concurrent.interpreters`` on 3.14+,
+    ``test.support.interpreters`` on 3.13: 10-23 ms, in every interpreter).
+    The main interpreter registers the stdlib's (or the backport's) own
+    classes, so that code using them there keeps working; an isolate we own
+    registers three small ones of ours. (If code in an isolate imports the
+    stdlib's module later, it registers its own in their place.)
+    """
+    if _interpreters.get_current()[0] == _interpreters.get_main()[0]:
+        try:
+            if sys.version_info >= (3, 14):
+                import concurrent.interpreters._queues  # noqa: F401 - registers
+            else:
                 import interpreters_backport.interpreters.queues  # noqa: F401 - registers
-
-                return
-            except ImportError:
-                pass
-
-        class Queue:
-            def __init__(self, *args: object, **kwargs: object) -> None:
-                self.args = args
-
-        class QueueEmpty(_interpqueues.QueueError):
+            return
+        except ImportError:
             pass
 
-        class QueueFull(_interpqueues.QueueError):
-            pass
+    class Queue:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.args = args
 
-        _interpqueues._register_heap_types(Queue, QueueEmpty, QueueFull)  # type: ignore[attr-defined]
+    class QueueEmpty(_interpqueues.QueueError):
+        pass
 
-    _register_queue_types()
+    class QueueFull(_interpqueues.QueueError):
+        pass
+
+    _interpqueues._register_heap_types(Queue, QueueEmpty, QueueFull)  # type: ignore[attr-defined]
+
+
+_register_queue_types()
 
 
 QueueNotFoundError: type[BaseException] = _interpqueues.QueueNotFoundError
@@ -188,17 +198,22 @@ def _check_isolation(isolation: str) -> None:
 
 
 if sys.version_info >= (3, 14):
-    _stdlib = _stdlib_interpreters
+
+    def _stdlib() -> Any:
+        """``concurrent.interpreters``, imported where interpreters are made."""
+        from concurrent import interpreters
+
+        return interpreters
 
     def interpreter_create(isolation: str) -> object:
         """Create an interpreter: ``"isolated"`` (own GIL) or ``"legacy"`` (shares the main GIL)."""
         _check_isolation(isolation)
         if isolation == "isolated":
-            return _stdlib.create()
+            return _stdlib().create()
         # The stdlib creates isolated interpreters only; a legacy one is made
         # the same way with the other configuration, then handled alike.
         iid = _interpreters.create(_interpreters.new_config("legacy"), reqrefs=True)
-        return _stdlib.Interpreter(iid, _ownsref=True)  # type: ignore[call-arg]
+        return _stdlib().Interpreter(iid, _ownsref=True)  # type: ignore[call-arg]
 
     def interpreter_destroy(interp: object) -> None:
         try:
@@ -213,7 +228,7 @@ if sys.version_info >= (3, 14):
         """
         try:
             interp.exec(code)  # type: ignore[attr-defined]
-        except _stdlib.ExecutionFailed as failed:
+        except _stdlib().ExecutionFailed as failed:
             return str(failed.excinfo.formatted or failed)
         return None
 
@@ -222,7 +237,7 @@ if sys.version_info >= (3, 14):
         interp.prepare_main(attrs)  # type: ignore[attr-defined]
 
     def interpreter_ids() -> list[int]:
-        return [interp.id for interp in _stdlib.list_all()]
+        return [interp.id for interp in _stdlib().list_all()]
 
 else:
 
