@@ -61,7 +61,7 @@ from ._backend import EMPTY
 from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError, PortClosedError
 from ._hub import check_isolation
 from ._isolate import Isolate, spawn_isolate
-from ._ports import _SPIN_MAX, _SPIN_MIN, ReceivePort, SendPort, _yield
+from ._ports import ReceivePort, SendPort
 from ._runtime import IMMEDIATE
 from ._wire import (
     PLAIN,
@@ -549,7 +549,6 @@ class _Core:
         self.leader: Task | None = None
         self.leader_thread = 0
         self.followers: dict[Task, int] = {}  # the tasks other threads wait for, and how many
-        self.spin = _SPIN_MIN  # how long that thread looks before it parks
         # What wakes the collector for its mail, and the leader for its task.
         # Rung under the lock; recycled once the collector has ended and no
         # leader waits on its bell (bells_open then turns False).
@@ -801,8 +800,7 @@ class _Core:
         mail = self.mail
         while True:
             self.take_all()
-            while mail:
-                self.handle(mail.popleft())
+            self.read_mail()
             with self.lock:
                 if self.shutdown_requested and not self.workers:
                     return
@@ -858,19 +856,24 @@ class _Core:
                 task._condition.notify_all()
 
     def _lead(self, task: Task, deadline: float | None) -> None:
-        """Take results until ``task`` is done or ``deadline`` passes."""
+        """Take results until ``task`` is done or ``deadline`` passes. Before
+        parking it looks at the port for a while, as a receiver spins (a
+        result that comes back within microseconds is taken without sleeping)."""
         results = self.results
         count = _backend.queue_count
         qid = results._qid
+
+        def look() -> object:
+            return True if count(qid) else EMPTY
+
         try:
             while not task.done():
                 if self.mail and threading.current_thread() is self.thread:
                     # A done-callback on the collector waits: nobody else
                     # would read the mail (collect() sees what it changed).
-                    while self.mail:
-                        self.handle(self.mail.popleft())
+                    self.read_mail()
                     continue
-                if count(qid) or self._spin(count, qid):
+                if count(qid) or results._spin_get(look) is not EMPTY:
                     self.take_all()
                     continue
                 remaining = None
@@ -880,31 +883,9 @@ class _Core:
                         return
                 parked = time.perf_counter()
                 results._wait(remaining, self.leader_bell[0], task.done)
-                self._adapt_spin(time.perf_counter() - parked)
+                results._adapt_spin(time.perf_counter() - parked)
         except PortClosedError:
             pass  # the pool's isolates are gone, and with them every unfinished task
-
-    def _spin(self, count: Callable[[int], int], qid: int) -> bool:
-        """Look at the results port for up to ``self.spin`` seconds (a result
-        that comes back within microseconds is taken without sleeping),
-        yielding the GIL every few looks."""
-        end = time.perf_counter() + self.spin
-        turns = 0
-        while time.perf_counter() < end:
-            if count(qid):
-                return True
-            turns += 1
-            if turns == 32:
-                turns = 0
-                _yield()
-        return False
-
-    def _adapt_spin(self, parked_for: float) -> None:
-        """As a port's receiver does: spin about as long as the last wait, if short."""
-        if parked_for < _SPIN_MAX:
-            self.spin = min(_SPIN_MAX, max(self.spin, parked_for * 2))
-        else:
-            self.spin = min(_SPIN_MAX, max(_SPIN_MIN, self.spin / 4))
 
     def settled(self, task: Task) -> None:
         """``task`` is done: if a thread that waits for it parks on the results
@@ -936,6 +917,11 @@ class _Core:
         if kind == _GONE:
             return _POOL_GONE
         raise ValueError(f"a pool's results port got an unknown message {message!r}")
+
+    def read_mail(self) -> None:
+        """Handle the mail (the collector's)."""
+        while self.mail:
+            self.handle(self.mail.popleft())
 
     def handle(self, message: _InitFailed | _Exited | _Wake) -> None:
         """Act on one message of the mail (the collector's)."""

@@ -315,14 +315,16 @@ class _Port:
                 return item  # type: ignore[return-value]
             self._adapt_spin(_perf_counter() - parked)
 
-    def _spin_get(self) -> object:
-        """Look at the queue for up to ``self._spin`` seconds.
+    def _spin_get(self, look: Callable[[], object] | None = None) -> object:
+        """Look at the queue for up to ``self._spin`` seconds: take an item,
+        or what ``look()`` returns if not EMPTY (for a receiver that takes
+        under a lock of its own: it only looks).
 
         In an interpreter with other threads it yields the GIL every few looks
         (``sched_yield``): a spinning receiver must not keep them from running.
         """
         end = _perf_counter() + self._spin
-        get = self._get
+        get = look or self._get
         every = 32 if _Local.runtime_threads_shared else 0
         turns = 0
         while _perf_counter() < end:
@@ -387,10 +389,8 @@ class _Port:
         Raises:
             PortClosedError: the port is closed.
         """
-        with self._lock:
-            if self._closed:
-                raise PortClosedError(f"{self!r} is closed")
-            self._holders += 1
+        if not self._hold():
+            raise PortClosedError(f"{self!r} is closed")
         try:
             _backend.waker_drain(self._rfd)
             _backend.waker_drain(bell)
