@@ -16,6 +16,7 @@ destroyed, which the isolate layer accounts for before destroying one.
 
 from __future__ import annotations
 
+import _interpqueues
 import _interpreters
 import os
 import select
@@ -45,6 +46,12 @@ LEAKS_PER_INTERPRETER: Final = sys.version_info < (3, 14)
 #: runs (gh-139759): every version measured, 3.13.0 to 3.15.2 (perf/faults.py).
 FORK_KILLS_CHILD: Final = True
 
+# The flag for "items left by a destroyed interpreter vanish"
+# (concurrent.interpreters' UNBOUND_REMOVE), in both versions' _interpqueues.
+_UNBOUND_REMOVE: Final = 1
+# Every error of the module derives from QueueError; NotFound is told apart.
+_EmptyError: type[BaseException] = _interpqueues.QueueError
+
 if sys.version_info >= (3, 14):
     # Queues are made and used through _interpqueues, the module under the
     # stdlib's concurrent.interpreters: on the hottest path, Queue.put_nowait
@@ -53,15 +60,11 @@ if sys.version_info >= (3, 14):
     # itself (about 11 ms to import in a fresh interpreter, most of it pickle
     # and threading) is imported only where interpreters are made: the main
     # interpreter.
-    import _interpqueues
-
-    # concurrent.interpreters._crossinterp's flag for UNBOUND_REMOVE.
-    _UNBOUND_REMOVE_FLAG: Final = 1
 
     def queue_create() -> int:
         """Create a queue; items left by a destroyed interpreter vanish. It
         lives until queue_destroy (nothing binds or releases it)."""
-        qid: int = _interpqueues.create(0, _UNBOUND_REMOVE_FLAG, -1)
+        qid: int = _interpqueues.create(0, _UNBOUND_REMOVE, -1)
         return qid
 
     def queue_put(qid: int, item: object) -> None:
@@ -77,14 +80,8 @@ if sys.version_info >= (3, 14):
             return EMPTY
         return EMPTY if unbound is not None else item
 
-    # Every error of the module derives from QueueError; NotFound is told apart.
-    _EmptyError: type[BaseException] = _interpqueues.QueueError
-
 else:
-    import _interpqueues
-
     _SHARED_ONLY: Final = 0
-    _UNBOUND_REMOVE: Final = 1
 
     def queue_create() -> int:
         """Create a queue; items left by a destroyed interpreter vanish."""
@@ -103,9 +100,6 @@ else:
         except _EmptyError:
             return EMPTY
         return EMPTY if unbound is not None else item
-
-    # Every error of the module derives from QueueError; NotFound is told apart.
-    _EmptyError = _interpqueues.QueueError
 
 
 def _register_queue_types() -> None:
