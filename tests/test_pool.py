@@ -7,7 +7,6 @@ import concurrent.futures
 import functools
 import itertools
 import queue
-import threading
 
 import helpers
 import pytest
@@ -109,30 +108,6 @@ def test_module_state_persists_on_an_isolate_and_initializer_runs():
         assert pool.submit(helpers.read_init).result(timeout=T) == "ready"
         calls = [pool.submit(helpers.count_calls).result(timeout=T) for _ in range(3)]
         assert calls == [1, 2, 3]
-
-
-def test_a_waiting_thread_takes_results_while_a_done_callback_holds_the_collector():
-    # The collector runs a slow done-callback; a thread that waits for a task
-    # takes the results itself: its own, and those other threads wait for.
-    with subiso.Pool(1) as pool:
-        entered, release = threading.Event(), threading.Event()
-        first = pool.submit(helpers.square, 1)
-        first.add_done_callback(lambda _: (entered.set(), release.wait(T)))
-        try:
-            assert entered.wait(T)  # the collector completed it: nobody waited
-            second = pool.submit(helpers.square, 2)
-            others = []
-            other = threading.Thread(
-                target=lambda: others.append(pool.submit(helpers.square, 4).result(timeout=T))
-            )
-            other.start()
-            assert [pool.submit(helpers.square, 3).result(timeout=T)] == [9]
-            assert second.result(timeout=T) == 4
-            other.join(T)
-            assert others == [16]
-            assert pool.stats().completed == 4
-        finally:
-            release.set()
 
 
 def test_a_done_callback_may_wait_for_another_task_of_its_pool():

@@ -308,6 +308,27 @@ class _BusyCollector:
         self.released.set()
 
 
+def test_a_waiting_thread_takes_results_while_a_done_callback_holds_the_collector():
+    # A thread that waits for a task takes the results itself: its own, and
+    # those other threads wait for.
+    with subiso.Pool(1) as pool:
+        busy = _BusyCollector(pool)
+        try:
+            second = pool.submit(helpers.square, 2)
+            others = []
+            other = threading.Thread(
+                target=lambda: others.append(pool.submit(helpers.square, 4).result(timeout=T))
+            )
+            other.start()
+            assert [pool.submit(helpers.square, 3).result(timeout=T)] == [9]
+            assert second.result(timeout=T) == 4
+            other.join(T)
+            assert others == [16]
+            assert pool.stats().completed == 4
+        finally:
+            busy.release()
+
+
 @pytest.mark.parametrize("taker", ["collector", "waiting thread"])
 def test_a_fault_in_taking_results_fails_every_waiter_and_breaks_the_pool(
     taker, monkeypatch, caplog
