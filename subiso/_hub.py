@@ -311,7 +311,7 @@ class Hub:
         self._reap()
 
     def _fail_start_commands(self, booted: _Booted, error: str) -> None:
-        from ._runtime import Start
+        from ._runtime import Start, load_request, release_start
 
         while True:
             try:
@@ -321,10 +321,11 @@ class Hub:
             if item is _backend.EMPTY:
                 return
             try:
-                request = decode(item)  # type: ignore[arg-type]
+                request = load_request(item)  # type: ignore[arg-type]
             except BaseException:
                 continue
             if type(request) is Start:
+                release_start(request)
                 request.notify.send(("spawnerror", error))
 
     def _counter(self, qid: int) -> Any:

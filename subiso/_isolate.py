@@ -39,8 +39,8 @@ from ._runtime import (
     Runtime,
     SetErrorsFatal,
     Start,
+    start_item,
 )
-from ._wire import encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ def spawning(
     handle._exit_port = ReceivePort("exit")
     with ReceivePort("spawn") as ack:
         try:
-            job = encode(
+            job = start_item(
                 Start(
                     "spawn",
                     debug_name,
@@ -357,8 +357,7 @@ def spawning(
                         (paused, errors_are_fatal, on_exit, on_error, exit_response),
                         handle._exit_port.send_port,
                     ),
-                ),
-                "spawn",
+                )
             )
         except NotSendableError as error:
             handle._exit_port.close()

@@ -17,9 +17,10 @@ from . import _backend
 from ._drive import PAUSE, drive, drive_async
 from ._exceptions import BrokenIsolateError, IsolateSpawnError
 from ._hub import Acquire, check_isolation, replenish
+from ._pickling import StreamDecoder
 from ._ports import ReceivePort
-from ._runtime import IMMEDIATE, Capability, Kill, Start
-from ._wire import PICKLED, StreamDecoder, decode, decode_exception, encode
+from ._runtime import IMMEDIATE, Capability, Kill, Start, start_item
+from ._wire import PICKLED, decode, decode_exception
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,9 +72,8 @@ def _running(
         raise TypeError(f"{fn!r} is not callable")
     with ReceivePort() as reply:
         terminate = Capability()
-        job = encode(
-            Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs)),
-            "call",
+        job = start_item(
+            Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs))
         )
         control = yield Acquire(isolation)
         control._send_item(job)

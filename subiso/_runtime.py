@@ -32,13 +32,18 @@ from . import _backend, _ports
 from ._backend import EMPTY
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
 from ._wire import (
+    MIXED,
     PLAIN,
     Message,
     decode,
     describe_error,
     encode,
     encode_exception,
-    encode_stream,
+    is_plain,
+    load_function,
+    plain_function,
+    release_item,
+    shareable,
     streamable,
 )
 
@@ -98,14 +103,117 @@ READY = "ready"  # to the hub: a spare finished starting up, (PLAIN, (READY, ctl
 
 
 class Start(Message):
-    """Give a waiting isolate its work: one call ("run") or an entry ("spawn")."""
+    """Give a waiting isolate its work: one call ("run") or an entry ("spawn").
+
+    It travels as a ``start_item``; the isolate that takes it keeps the
+    payload encoded until its own thread loads it (``load_payload``)."""
 
     kind: str
     debug_name: str | None
     pause_cap: Capability | None
     terminate_cap: Capability | None
     notify: SendPort  # gets ("started",), the run's result, or why it did not start
-    payload: tuple[Any, ...]
+    payload: tuple[Any, ...]  # (fn, args, kwargs), or (entry, message, options, exit port)
+
+
+_START = "start"  # the tag of a start command's head
+
+
+def start_item(start: Start) -> tuple[Any, ...]:
+    """A start command as an item for a control port.
+
+    Its head, which the control thread needs to keep the command and to
+    answer it, travels plain and always loads. The payload loads later, on
+    the isolate's own thread: an import that fails or blocks there is the
+    caller's to hear of or to kill, as if the call had done it. And work
+    whose payload is plain starts without pickle (see ``_plain_payload``).
+
+    Raises:
+        NotSendableError: naming the part of the payload that cannot cross.
+    """
+    kind, debug_name, pause_cap, terminate_cap, notify, payload = start
+    head = (
+        _START,
+        kind,
+        debug_name,
+        None if pause_cap is None else pause_cap._token,
+        None if terminate_cap is None else terminate_cap._token,
+        notify._qid,
+        notify._wfd,
+    )
+    body = _plain_payload(kind, payload) or encode(payload, "call" if kind == "run" else kind)
+    return (MIXED, ((PLAIN, head), shareable(body)), *body[2:])
+
+
+def _plain_payload(kind: str, payload: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The payload as a plain item, if its function is plain (see
+    ``plain_function``) and its values are plain or send ports: the common
+    ``run(f, 1, 2)`` and ``Isolate.spawn(entry, port.send_port)``."""
+    if kind == "run":
+        fn, args, kwargs = payload
+        values = (*args, *kwargs.values())
+        extra: tuple[Any, ...] = tuple(kwargs)
+    else:
+        fn, message, (paused, fatal, on_exit, on_error, exit_response), exit_port = payload
+        values = (message, on_exit, on_error, exit_response, exit_port)
+        extra = (paused, fatal)
+    function = plain_function(fn)
+    if function is None:
+        return None
+    tagged: list[tuple[Any, ...]] = []
+    for value in values:
+        if type(value) is SendPort:
+            tagged.append((_A_PORT, value._qid, value._wfd))
+        elif is_plain(value):
+            tagged.append((_A_VALUE, value))
+        else:
+            return None
+    return (PLAIN, (function, tuple(tagged), extra))
+
+
+_A_VALUE, _A_PORT = 0, 1
+
+
+def _untag(tagged: tuple[Any, ...]) -> Any:
+    return tagged[1] if tagged[0] == _A_VALUE else SendPort(tagged[1], tagged[2])
+
+
+def load_request(item: tuple[Any, ...]) -> object:
+    """A control request from its item; a start command's payload stays
+    encoded (and must be loaded with ``load_payload`` or released)."""
+    if item[0] == MIXED and item[1][0][0] == PLAIN and item[1][0][1][0] == _START:
+        (_tag, kind, debug_name, pause, terminate, qid, wfd), body = item[1][0][1], item[1][1]
+        return Start(
+            kind,
+            debug_name,
+            None if pause is None else _capability(pause),
+            None if terminate is None else _capability(terminate),
+            SendPort(qid, wfd),
+            body,
+        )
+    return decode(item)
+
+
+def load_payload(start: Start) -> tuple[Any, ...]:
+    """``(fn, args, kwargs)`` for a run, ``(entry, message, options, exit
+    port)`` for a spawn. Loading may import the caller's modules: code that
+    may fail, or block, like the call."""
+    if start.payload[0] != PLAIN:
+        return decode(start.payload)  # type: ignore[no-any-return]
+    function, tagged, extra = start.payload[1]
+    fn = load_function(function)
+    values = tuple(_untag(value) for value in tagged)
+    if start.kind == "run":
+        split = len(values) - len(extra)
+        return fn, values[:split], dict(zip(extra, values[split:], strict=True))
+    message, on_exit, on_error, exit_response, exit_port = values
+    paused, fatal = extra
+    return fn, message, (paused, fatal, on_exit, on_error, exit_response), exit_port
+
+
+def release_start(start: Start) -> None:
+    """Free what an unloaded start command holds outside the queue."""
+    release_item(start.payload)
 
 
 class Kill(Message):
@@ -242,7 +350,7 @@ class Runtime:
         carried out is dropped and logged, and control goes on (the safety
         net of the control thread: a kill must always get through)."""
         try:
-            self.apply(decode(item))  # type: ignore[arg-type]
+            self.apply(load_request(item))  # type: ignore[arg-type]
         except IsolateKilled:
             raise  # on the isolate's thread, draining before an event
         except BaseException:
@@ -578,6 +686,8 @@ class Runtime:
             reply.send(("err", encode_exception(error)))
             return
         if streamable(result):
+            from ._pickling import encode_stream
+
             try:
                 items = encode_stream(result)
                 header = next(items)
@@ -639,9 +749,8 @@ class Runtime:
 
 def _is_coroutine_function(fn: Any) -> bool:
     """``inspect.iscoroutinefunction`` without importing inspect in every isolate."""
-    from functools import partial
-
-    while isinstance(fn, partial):
+    functools = sys.modules.get("functools")  # not loaded: fn is no partial
+    while functools is not None and isinstance(fn, functools.partial):
         fn = fn.func
     if getattr(fn, "_is_coroutine_marker", None) is not None:  # inspect.markcoroutinefunction
         return True
@@ -671,20 +780,35 @@ def _life(runtime: Runtime) -> None:
     runtime.job_ready.acquire()
     if runtime.job is None:
         return
-    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, payload = (
-        runtime.job
-    )
-    runtime.job = None
+    start, runtime.job = runtime.job, None
+    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, _ = start
+    # Until the payload has loaded (a kill may stop that), the one who asked
+    # hears of an exit.
+    runtime.exit_listeners.append((notify, ("exit",)))
     try:
+        try:
+            if len(start.payload) > 2 and start.payload[2]:
+                # It carries TransferableBuffers: no kill may land between
+                # taking their fds and a buffer owning each.
+                payload = load_payload(start)
+            else:
+                payload = runtime.call_user(load_payload, start)
+        except (IsolateKilled, _IsolateExit):
+            raise
+        except BaseException as error:  # the caller's modules do not load here
+            if kind == "run":
+                notify.send(("err", encode_exception(error)))
+            else:
+                notify.send(("spawnerror", describe_error(error)[0]))
+            return
         if kind == "run":
             fn, args, kwargs = payload
-            runtime.exit_listeners.append((notify, ("exit",)))
             runtime.do_run(fn, args, kwargs, notify)
         else:
             entry, message, options, exit_port = payload
             paused, fatal, on_exit, on_error, exit_response = options
             runtime.errors_fatal = fatal
-            runtime.exit_listeners.append((exit_port, ("exit",)))
+            runtime.exit_listeners = [(exit_port, ("exit",))]
             if on_exit is not None:
                 runtime.exit_listeners.append((on_exit, exit_response))
             if on_error is not None:
@@ -738,7 +862,7 @@ def _drain_control(runtime: Runtime) -> None:
     runtime.refused = []
     while (item := _backend.queue_get(runtime.ctl_qid)) is not EMPTY:
         try:
-            request = decode(item)  # type: ignore[arg-type]
+            request = load_request(item)  # type: ignore[arg-type]
         except BaseException:
             continue  # a request this isolate cannot load: as if never sent
         if type(request) is Start:
@@ -747,6 +871,7 @@ def _drain_control(runtime: Runtime) -> None:
             runtime.apply(request)
     runtime.job = None
     for start in pending:
+        release_start(start)
         start.notify.send(("exit",))
 
 

@@ -4,15 +4,20 @@ An encoded message ("item") is a shareable tuple that a raw queue can carry:
 
 - ``(PLAIN, value)``: None, bool, int (64-bit), float, str, bytes and tuples
   of these travel as themselves. Nothing is pickled; the receiver gets a copy.
-- ``(PICKLED, data)``: everything else, pickle protocol 5. Functions and
-  classes that cannot be pickled by reference (lambdas, closures, anything
-  from ``__main__``) go by value: functions through a light path built on
-  ``marshal`` (no import needed in the receiver), classes through cloudpickle
-  (imported only where such a payload is sent or arrives).
+- ``(PICKLED, data)``: everything else, pickle protocol 5 (``_pickling``,
+  loaded on first use). Functions and classes that cannot be pickled by
+  reference (lambdas, closures, anything from ``__main__``) go by value:
+  functions through a light path built on ``marshal`` (no import needed in
+  the receiver), classes through cloudpickle (imported only where such a
+  payload is sent or arrives).
 - ``(PICKLED, data, fds)``: the message carries ``TransferableBuffer``s,
   whose memory travels as memfd file descriptors, never copied.
 - ``(MIXED, parts, fds)``: a tuple holding large str/bytes, encoded part by
   part so that those travel as themselves rather than inside a pickle.
+
+The work that starts a fresh isolate travels plain when it can (see
+``plain_function``, and ``start_item`` in _runtime.py): such an isolate
+never loads pickle.
 
 Large lists and dicts can also be sent as a *stream*: several pickles made by
 one pickler, so that references shared between items survive, which the
@@ -21,9 +26,7 @@ receiver unpickles slice by slice without stalling its event loop.
 
 from __future__ import annotations
 
-import _pickle
 import _thread
-import io
 import marshal
 import os
 import sys
@@ -33,26 +36,56 @@ from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
     from typing import Any
     from typing import NamedTuple as Message
+
+    from ._pickling import Pickler
 else:
+    from _collections import _tuplegetter  # namedtuple's own field accessor
 
     class _MessageType(type):
-        """``typing.NamedTuple``'s class syntax at the cost of
-        ``collections.namedtuple`` (collections is loaded at start-up,
-        typing is not). Fields come from the class's annotations, which the
+        """``typing.NamedTuple``'s class syntax for tuples with named fields,
+        without typing or collections: neither is loaded when a fresh
+        isolate starts. Fields come from the class's annotations, which the
         defining module keeps as strings (``from __future__ import
         annotations``)."""
 
         def __new__(mcls, name, bases, namespace):
-            from collections import namedtuple
-
             fields = tuple(namespace["__annotations__"])
-            cls = namedtuple(name, fields, module=namespace["__module__"])
-            cls.__qualname__ = namespace["__qualname__"]
-            cls.__doc__ = namespace.get("__doc__") or cls.__doc__
-            return cls
+            body = {
+                "__slots__": (),
+                "__module__": namespace["__module__"],
+                "__qualname__": namespace["__qualname__"],
+                "__doc__": namespace.get("__doc__"),
+                "__new__": _message_new(name, fields),
+                "__getnewargs__": _message_args,
+                "__repr__": _message_repr,
+                "__match_args__": fields,
+                "_fields": fields,
+            }
+            for i, field in enumerate(fields):
+                body[field] = _tuplegetter(i, f"{name}.{field}")
+            return type.__new__(type, name, (tuple,), body)
+
+    def _message_new(name, fields):
+        def __new__(cls, *args, **kwargs):
+            if kwargs:
+                args += tuple(kwargs.pop(field) for field in fields[len(args) :] if field in kwargs)
+            if kwargs or len(args) != len(fields):
+                raise TypeError(f"{name} takes the fields {', '.join(fields)}")
+            return tuple.__new__(cls, args)
+
+        return __new__
+
+    def _message_args(self):
+        return tuple(self)
+
+    def _message_repr(self):
+        parts = ", ".join(
+            f"{field}={value!r}" for field, value in zip(self._fields, self, strict=True)
+        )
+        return f"{type(self).__name__}({parts})"
 
     Message = type.__new__(_MessageType, "Message", (), {})
 
@@ -71,21 +104,21 @@ MIXED = 2
 PROTOCOL = 5
 
 _FunctionType: Any = type(lambda: None)
-_CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 _ModuleType = type(sys)
 _BuiltinFunctionType = type(len)
 _ATOMS = frozenset({type(None), bool, float, str, bytes})
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
-def _is_plain(value: object, depth: int = 0) -> bool:
+def is_plain(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` travels as itself, unpickled (``PLAIN``)."""
     kind = type(value)
     if kind in _ATOMS:
         return True
     if kind is int:
         return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
     if kind is tuple and depth < 8:
-        return all(_is_plain(part, depth + 1) for part in value)  # type: ignore[attr-defined]
+        return all(is_plain(part, depth + 1) for part in value)  # type: ignore[attr-defined]
     return False
 
 
@@ -134,99 +167,70 @@ def _code_names(code: Any, names: set[str]) -> set[str]:
     return names
 
 
-def _make_function(code_bytes: bytes, name: str, globals_: dict[str, Any], n_cells: int) -> Any:
-    globals_.setdefault("__builtins__", __builtins__)
-    closure = tuple(_CellType() for _ in range(n_cells)) if n_cells else None
-    return _FunctionType(marshal.loads(code_bytes), globals_, name, None, closure)
-
-
-def _set_function_state(fn: Any, state: tuple[Any, ...]) -> Any:
-    needed, defaults, kwdefaults, cells, attrs, qualname, module = state
-    fn.__globals__.update(needed)
-    fn.__defaults__ = defaults
-    fn.__kwdefaults__ = kwdefaults
-    for cell, value in zip(fn.__closure__ or (), cells, strict=True):
-        if value is not _EMPTY_CELL:
-            cell.cell_contents = value
-    fn.__dict__.update(attrs)
-    fn.__qualname__ = qualname
-    fn.__module__ = module
-    return fn
-
-
-class _EmptyCell:
-    def __reduce__(self) -> str:
-        return "_EMPTY_CELL"
-
-
-_EMPTY_CELL = _EmptyCell()
-
-
 def _import_module(name: str) -> Any:
     __import__(name)
     return sys.modules[name]
 
 
-def _cloudpickle_loads(data: bytes) -> Any:
-    import cloudpickle  # noqa: F401 - registers what its pickles need
-
-    return _pickle.loads(data)
+# -- functions for fresh isolates ---------------------------------------------
 
 
-class _Pickler(_pickle.Pickler):
-    """Protocol 5, with by-value fallbacks and TransferableBuffer support."""
+def plain_function(fn: Any) -> tuple[Any, ...] | None:
+    """``fn`` as a plain value for ``load_function``, if it can be one: a
+    function or class found by name, as ``(module, qualified name)``; a
+    function sent by value that needs only its code, plain defaults and
+    globals that are plain values or modules, as ``(code, name, qualified
+    name, module, defaults, plain globals, module globals)``. Else None.
 
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, PROTOCOL)
-        self.transferables: list[TransferableBuffer] = []
-        self._globals: dict[int, dict[str, Any]] = {}
+    A fresh isolate loads such a function without pickle, which it would
+    otherwise import for it (3 ms)."""
+    found = by_reference(fn)
+    if found is not None:
+        return found
+    if type(fn) is not _FunctionType or fn.__closure__ or fn.__kwdefaults__ or fn.__dict__:
+        return None
+    if fn.__defaults__ is not None and not is_plain(fn.__defaults__):
+        return None
+    source = fn.__globals__
+    plain, modules = [], []
+    for name in _code_names(fn.__code__, set()):
+        if name not in source or name == "__builtins__":
+            continue
+        value = source[name]
+        if type(value) is _ModuleType:
+            modules.append((name, value.__name__))
+        elif is_plain(value):
+            plain.append((name, value))
+        else:
+            return None
+    return (
+        marshal.dumps(fn.__code__),
+        fn.__name__,
+        fn.__qualname__,
+        fn.__module__,
+        fn.__defaults__,
+        tuple(plain),
+        tuple(modules),
+    )
 
-    def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
-        if kind is _FunctionType:
-            return NotImplemented if _importable(obj) else self._reduce_function(obj)
-        if kind is TransferableBuffer:
-            return obj._reduce_for(self)
-        if kind is _ModuleType:
-            return (_import_module, (obj.__name__,))
-        if kind is memoryview:
-            # A copy: a view into another interpreter's memory would dangle
-            # once that interpreter is destroyed.
-            return (memoryview, (obj.tobytes(),))
-        if isinstance(obj, type) and not _importable(obj) and obj.__module__ != "builtins":
-            import cloudpickle
 
-            return (_cloudpickle_loads, (cloudpickle.dumps(obj, PROTOCOL),))
-        return NotImplemented
-
-    def _reduce_function(self, fn: Any) -> Any:
-        code = fn.__code__
-        source_globals = fn.__globals__
-        # One fresh globals dict per source module and message, so functions
-        # sent together see each other (pickle memoizes the dict).
-        shared = self._globals.setdefault(id(source_globals), {"__name__": fn.__module__})
-        needed = {
-            name: source_globals[name]
-            for name in _code_names(code, set())
-            if name in source_globals and name != "__builtins__"
-        }
-        cells = []
-        for cell in fn.__closure__ or ():
-            try:
-                cells.append(cell.cell_contents)
-            except ValueError:
-                cells.append(_EMPTY_CELL)
-        state = (
-            needed,
-            fn.__defaults__,
-            fn.__kwdefaults__,
-            tuple(cells),
-            dict(fn.__dict__),
-            fn.__qualname__,
-            fn.__module__,
-        )
-        args = (marshal.dumps(code), fn.__name__, shared, len(cells))
-        return (_make_function, args, state, None, None, _set_function_state)
+def load_function(function: tuple[Any, ...]) -> Any:
+    """The function of ``plain_function``. Loading it imports the modules
+    it needs: code that may fail, or block, like a call."""
+    if len(function) == 2:
+        module, qualname = function
+        found = _import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        return found
+    code, name, qualname, module, defaults, plain, modules = function
+    globals_ = {"__name__": module, "__builtins__": __builtins__, **dict(plain)}
+    for global_name, module_name in modules:
+        globals_[global_name] = _import_module(module_name)
+    fn = _FunctionType(marshal.loads(code), globals_, name, defaults)
+    fn.__qualname__ = qualname
+    fn.__module__ = module
+    return fn
 
 
 # -- TransferableBuffer -------------------------------------------------------
@@ -298,7 +302,7 @@ class TransferableBuffer:
             self._fd = -1
         return memoryview(mapped)
 
-    def _reduce_for(self, pickler: _Pickler) -> Any:
+    def _reduce_for(self, pickler: Pickler) -> Any:
         if self._state is not _OWNED:
             raise ValueError(f"this TransferableBuffer was already {self._state}")
         pickler.transferables.append(self)
@@ -336,51 +340,18 @@ def _close_all(fds: Iterable[int]) -> None:
 # -- encode / decode ----------------------------------------------------------
 
 
-def _describe(obj: object) -> str:
-    text = repr(obj)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{type(obj).__qualname__} {text}"
+_pickling_module: Any = None
 
 
-def _children(obj: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(obj, (list, tuple)):
-        for i, part in enumerate(obj):
-            yield f"[{i}]", part
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield f" key {key!r}", key
-            yield f"[{key!r}]", value
-    elif isinstance(obj, (set, frozenset)):
-        for part in obj:
-            yield f" element {part!r}", part
-    else:
-        attrs = getattr(obj, "__dict__", None)
-        if isinstance(attrs, dict):
-            for key, value in attrs.items():
-                yield f".{key}", value
-        for name in getattr(type(obj), "__slots__", ()):
-            if hasattr(obj, name):
-                yield f".{name}", getattr(obj, name)
+def _pickling() -> Any:
+    """The half of the wire that pickles, loaded the first time a message
+    is not plain (a fresh isolate would otherwise pay 3 ms for it)."""
+    global _pickling_module
+    if _pickling_module is None:
+        from . import _pickling as module
 
-
-def _find_culprit(obj: Any, path: str, depth: int = 0) -> tuple[str, Any]:
-    """The innermost part of ``obj`` that does not pickle, with its path."""
-    if depth < 32:
-        for suffix, child in _children(obj):
-            try:
-                _Pickler(io.BytesIO()).dump(child)
-            except Exception:
-                return _find_culprit(child, path + suffix, depth + 1)
-    return path, obj
-
-
-def not_sendable(obj: object, error: BaseException, what: str = "message") -> NotSendableError:
-    path, culprit = _find_culprit(obj, what)
-    where = "" if path == what else f" at {path}"
-    return NotSendableError(
-        f"cannot send {_describe(culprit)}{where}: {type(error).__name__}: {error}"
-    )
+        _pickling_module = module
+    return _pickling_module
 
 
 _BIG = 64 * 1024
@@ -412,22 +383,15 @@ def encode(message: object, what: str = "message") -> tuple[Any, ...]:
     Raises:
         NotSendableError: naming the part of ``message`` that cannot cross.
     """
-    if _is_plain(message):
+    if is_plain(message):
         return (PLAIN, message)
     if type(message) is tuple and _holds_big_plain(message):
         return _encode_mixed(message, what)
-    buffer = io.BytesIO()
-    pickler = _Pickler(buffer)
-    try:
-        pickler.dump(message)
-    except NotSendableError:
-        raise
-    except (Exception, RecursionError) as error:
-        raise not_sendable(message, error, what) from error
-    if pickler.transferables:
-        fds = tuple(t._fd for t in pickler.transferables if t._fd >= 0)
-        return (PICKLED, buffer.getvalue(), fds, pickler.transferables)
-    return (PICKLED, buffer.getvalue())
+    data, transferables = _pickling().dumps(message, what)
+    if transferables:
+        fds = tuple(t._fd for t in transferables if t._fd >= 0)
+        return (PICKLED, data, fds, transferables)
+    return (PICKLED, data)
 
 
 def shareable(item: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -455,7 +419,7 @@ def decode(item: tuple[Any, ...]) -> Any:
         return _decode_owning(item)
     if tag == MIXED:
         return tuple(decode(part) for part in item[1])
-    return _pickle.loads(item[1])
+    return _pickling().loads(item[1])
 
 
 def _decode_owning(item: tuple[Any, ...]) -> Any:
@@ -467,7 +431,7 @@ def _decode_owning(item: tuple[Any, ...]) -> Any:
     try:
         if item[0] == MIXED:
             return tuple(decode(part) for part in item[1])
-        return _pickle.loads(item[1])
+        return _pickling().loads(item[1])
     except BaseException:
         _close_all(unowned)
         raise
@@ -492,14 +456,7 @@ def encode_exception(error: BaseException) -> tuple[Any, ...]:
     """Encode an exception with its traceback text, for ``decode_exception``."""
     error = explain_import_refusal(error)
     description, stack = _format_exception(error)
-    pickled: bytes | None
-    try:
-        buffer = io.BytesIO()
-        _Pickler(buffer).dump(error)
-        pickled = buffer.getvalue()
-        _pickle.loads(pickled)  # what cannot come back is sent as text only
-    except BaseException:
-        pickled = None
+    pickled = _pickling().round_trips(error)  # what cannot come back goes as text only
     return (description, stack, pickled)
 
 
@@ -510,7 +467,7 @@ def decode_exception(payload: tuple[Any, ...]) -> BaseException:
     if pickled is None:
         return remote
     try:
-        error = _pickle.loads(pickled)
+        error = _pickling().loads(pickled)
     except BaseException:
         return remote
     if not isinstance(error, BaseException):
@@ -527,103 +484,9 @@ def describe_error(error: BaseException) -> list[str]:
 # -- streams of large lists and dicts -----------------------------------------
 
 STREAM_MIN_ITEMS = 4096
-# Pickling time per slice. Unpickling a slice can take two or three times
-# longer (object construction), and the receiver batches small slices up to
-# its own time budget, so slices are kept small.
-_SLICE_SECONDS = 0.0005
 
 
 def streamable(value: object) -> bool:
+    """Whether a result goes as a stream (``_pickling.encode_stream``)."""
     kind = type(value)
     return (kind is list or kind is dict or kind is tuple) and len(value) >= STREAM_MIN_ITEMS  # type: ignore[arg-type]
-
-
-def encode_stream(value: Any) -> Iterator[tuple[Any, ...]]:
-    """Yield ``value`` as a header item and slice items.
-
-    One pickler makes every slice, so objects shared between slices stay
-    shared; slices are sized to about ``_SLICE_SECONDS`` of pickling.
-
-    Raises:
-        NotSendableError: naming the part of ``value`` that cannot cross.
-    """
-    from time import perf_counter
-
-    kind = type(value)
-    items = list(value.items()) if kind is dict else value
-    yield (PLAIN, (kind.__name__, len(items)))
-    buffer = io.BytesIO()
-    pickler = _Pickler(buffer)
-    start, size = 0, 64
-    while start < len(items):
-        chunk = items[start : start + size]
-        began = perf_counter()
-        try:
-            pickler.dump(list(chunk))
-        except (Exception, RecursionError) as error:
-            raise not_sendable(value, error, "result") from error
-        spent = perf_counter() - began
-        start += len(chunk)
-        yield (PICKLED, buffer.getvalue())
-        buffer.seek(0)
-        buffer.truncate()
-        if spent > 0:
-            size = max(16, min(size * 4, int(len(chunk) * _SLICE_SECONDS / spent)))
-
-
-class _Feed(io.RawIOBase):
-    """A file the unpickler reads from while slices keep arriving."""
-
-    def __init__(self) -> None:
-        self._data = b""
-        self._pos = 0
-
-    def add(self, data: bytes) -> None:
-        self._data = self._data[self._pos :] + data
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), len(self._data) - self._pos)
-        buffer[:n] = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else min(len(self._data), self._pos + size)
-        data = self._data[self._pos : end]
-        self._pos = end
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        end = self._data.find(b"\n", self._pos) + 1 or len(self._data)
-        data = self._data[self._pos : end]
-        self._pos = end
-        return data
-
-
-class StreamDecoder:
-    """Rebuilds a streamed value one slice at a time."""
-
-    def __init__(self, header: tuple[Any, ...]) -> None:
-        self._kind, self.expected = header
-        self._feed = _Feed()
-        self._unpickler = _pickle.Unpickler(self._feed)
-        self._items: list[Any] = []
-
-    @property
-    def done(self) -> bool:
-        return len(self._items) >= int(self.expected)
-
-    def add(self, item: tuple[Any, ...]) -> None:
-        self._feed.add(item[1])
-        self._items.extend(self._unpickler.load())
-
-    def result(self) -> Any:
-        if self._kind == "dict":
-            return dict(self._items)
-        if self._kind == "tuple":
-            return tuple(self._items)
-        return self._items

@@ -11,6 +11,10 @@ def square(x):
     return x * x
 
 
+def call(fn, *args):
+    return fn(*args)
+
+
 def add(a, b=0, *, c=0):
     return a + b + c
 

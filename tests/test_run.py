@@ -158,6 +158,68 @@ def test_module_loaded_once_per_process():
     assert info.value.name == "curses"
 
 
+def test_a_call_whose_module_does_not_load_in_the_isolate_fails_with_its_error():
+    # The callable is sent by name; the isolate imports its module, which
+    # refuses. That error is the caller's, as if the call had raised it (it
+    # once left the caller waiting for good).
+    import main_only
+
+    with pytest.raises(ImportError, match="only in the main interpreter"):
+        subiso.run(main_only.answer)
+    with pytest.raises(ImportError, match="only in the main interpreter"):
+        subiso.run(helpers.call, main_only.answer)  # inside the arguments: pickled
+    with pytest.raises(subiso.IsolateSpawnError, match="only in the main interpreter"):
+        subiso.Isolate.spawn(main_only.answer, None)
+    with subiso.Pool(1) as pool:
+        with pytest.raises(ImportError, match="only in the main interpreter"):
+            pool.submit(main_only.answer).result(timeout=60)
+        assert pool.submit(helpers.square, 3).result(timeout=60) == 9
+
+
+def test_cancelling_a_run_whose_module_is_still_importing_ends_the_isolate():
+    # The import is the isolate's work, done where a kill reaches it (it
+    # once ran on the thread that takes kills, which then never came).
+    import spins_on_import
+
+    async def main():
+        with subiso.ReceivePort() as port:
+            subiso.IsolateNameServer.register_port_with_name(port.send_port, "spins_on_import")
+            try:
+                task = asyncio.ensure_future(subiso.run_async(spins_on_import.answer))
+                assert await port.receive_async(timeout=60) == "importing"
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                subiso.IsolateNameServer.remove_port_name_mapping("spins_on_import")
+
+    asyncio.run(main())
+    # The isolate is gone: the suite's check after each test finds none left.
+
+
+def test_a_plain_call_starts_the_isolate_without_pickle():
+    # Pickle costs a fresh isolate milliseconds. A call of a function found
+    # by name, or sent by value with plain defaults and module-level
+    # globals, with plain arguments, needs none of it.
+    def loaded(names=("_pickle", "subiso._pickling")):
+        return [name for name in names if name in sys.modules]
+
+    assert subiso.run(loaded) == []
+    assert subiso.run(eval, "'_pickle' in __import__('sys').modules") is False
+    assert subiso.run(helpers.add, 1, 2, c=3) == 6
+
+    def report(port, names=("_pickle", "subiso._pickling")):
+        port.send([name for name in names if name in sys.modules])
+
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(report, port.send_port)
+        assert port.receive(timeout=60) == []
+        assert iso.join(60)
+        # Keyword arguments and ports among the arguments are plain too.
+        assert subiso.run(report, port=port.send_port) is None
+        assert port.receive(timeout=60) == []
+
+
 def test_a_fresh_isolate_starts_without_the_heavy_modules():
     # Every isolate pays for what its start-up imports: typing and logging
     # (with re and traceback) cost milliseconds. They load only when code in

@@ -1,0 +1,309 @@
+"""The half of the wire that pickles (see _wire.py for the formats).
+
+Loaded on first use: ``_pickle`` imports functools and collections, which
+cost a fresh isolate about 3 ms, and a ``run`` whose call and result are
+plain never needs them.
+
+Functions that cannot be pickled by reference go by value through a light
+path built on ``marshal`` (no import needed in the receiver); classes go
+through cloudpickle, imported only where such a payload is sent or arrives.
+"""
+
+from __future__ import annotations
+
+import _pickle
+import io
+import marshal
+
+from ._exceptions import NotSendableError
+from ._wire import (
+    PICKLED,
+    PLAIN,
+    PROTOCOL,
+    TransferableBuffer,
+    _code_names,
+    _FunctionType,
+    _import_module,
+    _importable,
+    _ModuleType,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+_CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
+
+loads = _pickle.loads
+
+
+def dumps(message: object, what: str) -> tuple[bytes, list[TransferableBuffer]]:
+    """``message`` pickled, with the TransferableBuffers it carries.
+
+    Raises:
+        NotSendableError: naming the part of ``message`` that cannot cross.
+    """
+    buffer = io.BytesIO()
+    pickler = Pickler(buffer)
+    try:
+        pickler.dump(message)
+    except NotSendableError:
+        raise
+    except (Exception, RecursionError) as error:
+        raise not_sendable(message, error, what) from error
+    return buffer.getvalue(), pickler.transferables
+
+
+def round_trips(error: BaseException) -> bytes | None:
+    """``error`` pickled, if it also loads back here; else None."""
+    try:
+        buffer = io.BytesIO()
+        Pickler(buffer).dump(error)
+        pickled = buffer.getvalue()
+        _pickle.loads(pickled)
+    except BaseException:
+        return None
+    return pickled
+
+
+# -- by-value functions and classes -------------------------------------------
+
+
+def _make_function(code_bytes: bytes, name: str, globals_: dict[str, Any], n_cells: int) -> Any:
+    globals_.setdefault("__builtins__", __builtins__)
+    closure = tuple(_CellType() for _ in range(n_cells)) if n_cells else None
+    return _FunctionType(marshal.loads(code_bytes), globals_, name, None, closure)
+
+
+def _set_function_state(fn: Any, state: tuple[Any, ...]) -> Any:
+    needed, defaults, kwdefaults, cells, attrs, qualname, module = state
+    fn.__globals__.update(needed)
+    fn.__defaults__ = defaults
+    fn.__kwdefaults__ = kwdefaults
+    for cell, value in zip(fn.__closure__ or (), cells, strict=True):
+        if value is not _EMPTY_CELL:
+            cell.cell_contents = value
+    fn.__dict__.update(attrs)
+    fn.__qualname__ = qualname
+    fn.__module__ = module
+    return fn
+
+
+class _EmptyCell:
+    def __reduce__(self) -> str:
+        return "_EMPTY_CELL"
+
+
+_EMPTY_CELL = _EmptyCell()
+
+
+def _cloudpickle_loads(data: bytes) -> Any:
+    import cloudpickle  # noqa: F401 - registers what its pickles need
+
+    return _pickle.loads(data)
+
+
+class Pickler(_pickle.Pickler):
+    """Protocol 5, with by-value fallbacks and TransferableBuffer support."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, PROTOCOL)
+        self.transferables: list[TransferableBuffer] = []
+        self._globals: dict[int, dict[str, Any]] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is _FunctionType:
+            return NotImplemented if _importable(obj) else self._reduce_function(obj)
+        if kind is TransferableBuffer:
+            return obj._reduce_for(self)
+        if kind is _ModuleType:
+            return (_import_module, (obj.__name__,))
+        if kind is memoryview:
+            # A copy: a view into another interpreter's memory would dangle
+            # once that interpreter is destroyed.
+            return (memoryview, (obj.tobytes(),))
+        if isinstance(obj, type) and not _importable(obj) and obj.__module__ != "builtins":
+            import cloudpickle
+
+            return (_cloudpickle_loads, (cloudpickle.dumps(obj, PROTOCOL),))
+        return NotImplemented
+
+    def _reduce_function(self, fn: Any) -> Any:
+        code = fn.__code__
+        source_globals = fn.__globals__
+        # One fresh globals dict per source module and message, so functions
+        # sent together see each other (pickle memoizes the dict).
+        shared = self._globals.setdefault(id(source_globals), {"__name__": fn.__module__})
+        needed = {
+            name: source_globals[name]
+            for name in _code_names(code, set())
+            if name in source_globals and name != "__builtins__"
+        }
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:
+                cells.append(_EMPTY_CELL)
+        state = (
+            needed,
+            fn.__defaults__,
+            fn.__kwdefaults__,
+            tuple(cells),
+            dict(fn.__dict__),
+            fn.__qualname__,
+            fn.__module__,
+        )
+        args = (marshal.dumps(code), fn.__name__, shared, len(cells))
+        return (_make_function, args, state, None, None, _set_function_state)
+
+
+# -- what cannot be sent ------------------------------------------------------
+
+
+def _describe(obj: object) -> str:
+    text = repr(obj)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(obj).__qualname__} {text}"
+
+
+def _children(obj: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, (list, tuple)):
+        for i, part in enumerate(obj):
+            yield f"[{i}]", part
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield f" key {key!r}", key
+            yield f"[{key!r}]", value
+    elif isinstance(obj, (set, frozenset)):
+        for part in obj:
+            yield f" element {part!r}", part
+    else:
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict):
+            for key, value in attrs.items():
+                yield f".{key}", value
+        for name in getattr(type(obj), "__slots__", ()):
+            if hasattr(obj, name):
+                yield f".{name}", getattr(obj, name)
+
+
+def _find_culprit(obj: Any, path: str, depth: int = 0) -> tuple[str, Any]:
+    """The innermost part of ``obj`` that does not pickle, with its path."""
+    if depth < 32:
+        for suffix, child in _children(obj):
+            try:
+                Pickler(io.BytesIO()).dump(child)
+            except Exception:
+                return _find_culprit(child, path + suffix, depth + 1)
+    return path, obj
+
+
+def not_sendable(obj: object, error: BaseException, what: str = "message") -> NotSendableError:
+    path, culprit = _find_culprit(obj, what)
+    where = "" if path == what else f" at {path}"
+    return NotSendableError(
+        f"cannot send {_describe(culprit)}{where}: {type(error).__name__}: {error}"
+    )
+
+
+# -- streams of large lists and dicts -----------------------------------------
+
+# Pickling time per slice. Unpickling a slice can take two or three times
+# longer (object construction), and the receiver batches small slices up to
+# its own time budget, so slices are kept small.
+_SLICE_SECONDS = 0.0005
+
+
+def encode_stream(value: Any) -> Iterator[tuple[Any, ...]]:
+    """Yield ``value`` as a header item and slice items.
+
+    One pickler makes every slice, so objects shared between slices stay
+    shared; slices are sized to about ``_SLICE_SECONDS`` of pickling.
+
+    Raises:
+        NotSendableError: naming the part of ``value`` that cannot cross.
+    """
+    from time import perf_counter
+
+    kind = type(value)
+    items = list(value.items()) if kind is dict else value
+    yield (PLAIN, (kind.__name__, len(items)))
+    buffer = io.BytesIO()
+    pickler = Pickler(buffer)
+    start, size = 0, 64
+    while start < len(items):
+        chunk = items[start : start + size]
+        began = perf_counter()
+        try:
+            pickler.dump(list(chunk))
+        except (Exception, RecursionError) as error:
+            raise not_sendable(value, error, "result") from error
+        spent = perf_counter() - began
+        start += len(chunk)
+        yield (PICKLED, buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+        if spent > 0:
+            size = max(16, min(size * 4, int(len(chunk) * _SLICE_SECONDS / spent)))
+
+
+class _Feed(io.RawIOBase):
+    """A file the unpickler reads from while slices keep arriving."""
+
+    def __init__(self) -> None:
+        self._data = b""
+        self._pos = 0
+
+    def add(self, data: bytes) -> None:
+        self._data = self._data[self._pos :] + data
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self._data) - self._pos)
+        buffer[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else min(len(self._data), self._pos + size)
+        data = self._data[self._pos : end]
+        self._pos = end
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        end = self._data.find(b"\n", self._pos) + 1 or len(self._data)
+        data = self._data[self._pos : end]
+        self._pos = end
+        return data
+
+
+class StreamDecoder:
+    """Rebuilds a streamed value one slice at a time."""
+
+    def __init__(self, header: tuple[Any, ...]) -> None:
+        self._kind, self.expected = header
+        self._feed = _Feed()
+        self._unpickler = _pickle.Unpickler(self._feed)
+        self._items: list[Any] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self._items) >= int(self.expected)
+
+    def add(self, item: tuple[Any, ...]) -> None:
+        self._feed.add(item[1])
+        self._items.extend(self._unpickler.load())
+
+    def result(self) -> Any:
+        if self._kind == "dict":
+            return dict(self._items)
+        if self._kind == "tuple":
+            return tuple(self._items)
+        return self._items
