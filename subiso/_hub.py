@@ -27,6 +27,8 @@ Threads and what they may touch:
 - ``_Hub.live``, ``spares``, ``warming``, ``zombies``, ``destroying`` and
   ``closing``: any thread, under ``_Hub.lock`` only, and no blocking call and
   no user code under it.
+- ``_Hub.wanted`` (spares are wanted): any thread sets it and wakes the hub;
+  the hub thread clears it and starts the spares.
 - A ``_Booted`` record: its runner thread (the isolate's own thread) from the
   start; other threads only read ``control`` and ``thread``.
 - The hub queue: any interpreter posts a typed request (``post``); only the
@@ -199,6 +201,7 @@ class Hub:
         self.wake_at = 0
         self.destroying = 0
         self.closing = False
+        self.wanted = False  # spares are wanted: any thread sets it, the hub thread clears it
         self.queue = _backend.queue_create()
         self.rfd, self.wfd = _backend.waker_new()
         self.zombie_qid = _backend.queue_create()
@@ -246,13 +249,22 @@ class Hub:
         return booted.control
 
     def replenish(self) -> None:
-        """Warm spares up to ``SPARES``; called once the work in hand is under
-        way, so that warming does not compete with it for the cores."""
+        """Have the hub thread warm spares up to ``SPARES``; called once the
+        work in hand is under way, so that warming does not compete with it
+        for the cores. Starting a thread waits until it runs, which on busy
+        cores can take milliseconds: not the caller's to wait for."""
+        self.wanted = True
+        _backend.wake(self.wfd)
+
+    def _replenish(self) -> None:
         while True:
             with self.lock:
                 if self.closing or len(self.spares) + len(self.warming) >= SPARES:
                     return
-            self._start("isolated", spare=True)
+            try:
+                self._start("isolated", spare=True)
+            except RuntimeError:  # shutting down, or no thread to be had: acquire starts its own
+                return
 
     def _runner(self, booted: _Booted) -> None:
         error = None
@@ -367,6 +379,9 @@ class Hub:
                         self._take(cast("tuple[Any, ...]", item))
                     except BaseException:  # a request that cannot be read or answered
                         _log.exception("the hub dropped a request it could not answer")
+                if self.wanted:
+                    self.wanted = False  # before: a later want wakes the hub again
+                    self._replenish()
                 # One at a time, requests in between: the next zombies may
                 # wait for them to be taken.
                 if self._reap(most=1):
@@ -408,7 +423,7 @@ class Hub:
             try:
                 request.reply.send(("ok", self.acquire(*request.payload)))
             finally:
-                self.replenish()
+                self._replenish()
             return
         # Services over isolates answer requests from isolates here; each
         # module is imported the first time an isolate asks for it.

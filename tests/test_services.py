@@ -280,3 +280,24 @@ def test_a_stray_write_to_a_recycled_interrupt_waker_does_not_spin_the_isolate()
         assert port.receive(timeout=TIMEOUT) is False, "the stray wake-up was never drained"
         inbox.send("stop")
         assert iso.join(TIMEOUT)
+
+
+def test_spares_are_warmed_by_the_hub_thread_not_by_the_caller(monkeypatch):
+    # Starting a thread waits until it runs, which on busy cores can take
+    # milliseconds: a run's caller asks for spares and goes on.
+    hub = _hub.the_hub()
+    starters = []
+    started = threading.Event()
+    original = hub._start
+
+    def start(isolation, spare):
+        if spare:
+            starters.append(threading.current_thread().name)
+            started.set()
+        return original(isolation, spare)
+
+    monkeypatch.setattr(hub, "_start", start)
+    for _ in range(2 * _hub.SPARES + 1):
+        assert subiso.run(helpers.square, 3) == 9
+    assert started.wait(TIMEOUT)
+    assert set(starters) == {"subiso-hub"}
