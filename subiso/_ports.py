@@ -859,9 +859,11 @@ class _Dispatcher:
         may_dispatch = _Local.before_event is None or _Local.before_event()
         for port in ports if may_dispatch else ():
             if port._handler is not None and _backend.queue_count(port._qid):
-                fds = []
+                # Messages wait: look without waiting, so that a stray write
+                # to the interrupt waker is drained now, not when next idle.
+                timeout = 0
                 break
-        ready = _backend.wait_readable(fds, timeout) if fds else []
+        ready = _backend.wait_readable(fds, timeout)
         if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
             _Local.on_interrupt()
         _backend.waker_drain(self._rfd)
