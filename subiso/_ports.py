@@ -44,7 +44,7 @@ import time
 from . import _backend
 from ._backend import EMPTY, queue_get
 from ._exceptions import NotSendableError, PortClosedError
-from ._wire import PLAIN, decode, encode, mark_sent, release_item, shareable
+from ._wire import PLAIN, decode, encode, mark_sent, register_send_port, release_item, shareable
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 if TYPE_CHECKING:
@@ -215,6 +215,9 @@ class SendPort:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (SendPort, (self._qid, self._wfd))
+
+
+register_send_port(SendPort)
 
 
 class _Port:

@@ -14,6 +14,7 @@ An encoded message ("item") is a shareable tuple that a raw queue can carry:
   whose memory travels as memfd file descriptors, never copied.
 - ``(MIXED, parts, fds)``: a tuple holding large str/bytes, encoded part by
   part so that those travel as themselves rather than inside a pickle.
+- ``(PORT, (qid, wfd))``: a message that is a ``SendPort``, unpickled.
 
 The work that starts a fresh isolate travels plain when it can (see
 ``plain_function``, and ``start_item`` in _runtime.py): such an isolate
@@ -101,7 +102,19 @@ __all__ = (
 PLAIN = 0
 PICKLED = 1
 MIXED = 2
+PORT = 3
 PROTOCOL = 5
+
+# SendPort, given by _ports (which this module cannot import): a message that
+# is a send port, as a worker's first message to its parent most often is,
+# travels as (PORT, (queue id, waker fd)), unpickled.
+_SendPort: Any = None
+
+
+def register_send_port(kind: type) -> None:
+    global _SendPort
+    _SendPort = kind
+
 
 _FunctionType: Any = type(lambda: None)
 _ModuleType = type(sys)
@@ -385,6 +398,9 @@ def encode(message: object, what: str = "message") -> tuple[Any, ...]:
     """
     if is_plain(message):
         return (PLAIN, message)
+    if type(message) is _SendPort:
+        port: Any = message
+        return (PORT, (port._qid, port._wfd))
     if type(message) is tuple and _holds_big_plain(message):
         return _encode_mixed(message, what)
     data, transferables = _pickling().dumps(message, what)
@@ -415,6 +431,8 @@ def decode(item: tuple[Any, ...]) -> Any:
     tag = item[0]
     if tag == PLAIN:
         return item[1]
+    if tag == PORT:
+        return _SendPort(*item[1])
     if len(item) > 2 and item[2]:
         return _decode_owning(item)
     if tag == MIXED:

@@ -219,6 +219,24 @@ def test_a_plain_call_starts_the_isolate_without_pickle():
         assert subiso.run(report, port=port.send_port) is None
         assert port.receive(timeout=60) == []
 
+    def serve(port, names=("_pickle", "subiso._pickling")):
+        inbox = subiso.ReceivePort()  # the usual first message: a worker's own send port
+
+        def answer(reply):
+            reply.send([name for name in names if name in sys.modules])
+            inbox.close()
+
+        inbox.listen(answer)
+        port.send(inbox.send_port)
+
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(serve, port.send_port)
+        inbox = port.receive(timeout=60)
+        assert type(inbox) is subiso.SendPort
+        inbox.send(port.send_port)
+        assert port.receive(timeout=60) == []
+        assert iso.join(60)
+
 
 def test_a_fresh_isolate_starts_without_the_heavy_modules():
     # Every isolate pays for what its start-up imports: typing and logging
