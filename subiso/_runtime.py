@@ -305,6 +305,7 @@ class Runtime:
         self.start_gate = _thread.allocate_lock()
         self.start_gate.acquire()
         self.job: Start | None = None
+        self.taking = _thread.allocate_lock()  # see take_next
         self.thread_id = _thread.get_ident()
         self.killed = False
         self.exiting = False
@@ -336,14 +337,32 @@ class Runtime:
     def control_thread(self) -> None:
         while not self.stopping:
             try:
-                item = _backend.queue_get(self.ctl_qid)
+                if self.take_next():
+                    continue
             except _backend.QueueNotFoundError:
                 return
+            _backend.wait_readable([self.ctl_rfd], None)
+            _backend.waker_drain(self.ctl_rfd)
+
+    def take_next(self) -> bool:
+        """Carry out the next control request; False if none waits.
+
+        The control thread and, ahead of a port event, the isolate's own
+        thread both take requests: one at a time, so that they are carried
+        out in the order they were sent (an exit listener removed right
+        after it was added stays removed). No user code runs under the lock,
+        and no raise lands there: the isolate's thread takes requests only
+        outside user code.
+
+        Raises:
+            QueueNotFoundError: the control queue is gone (teardown).
+        """
+        with self.taking:
+            item = _backend.queue_get(self.ctl_qid)
             if item is EMPTY:
-                _backend.wait_readable([self.ctl_rfd], None)
-                _backend.waker_drain(self.ctl_rfd)
-                continue
+                return False
             self.take(item)
+        return True
 
     def take(self, item: object) -> None:
         """Carry out one control request; one that cannot be loaded or
@@ -550,12 +569,10 @@ class Runtime:
         """Drain control requests ahead of a port event; False: do not dispatch."""
         while True:
             try:
-                item = _backend.queue_get(self.ctl_qid)
+                if not self.take_next():
+                    break
             except _backend.QueueNotFoundError:
                 break
-            if item is EMPTY:
-                break
-            self.take(item)
         if self.killed:
             raise IsolateKilled
         return not self.exiting and not self.paused
