@@ -28,7 +28,8 @@ Threads and what they may touch:
   ``closing``: any thread, under ``_Hub.lock`` only, and no blocking call and
   no user code under it.
 - ``_Hub.wanted`` (spares are wanted): any thread sets it and wakes the hub;
-  the hub thread clears it and starts the spares.
+  the hub thread starts spares and clears it, under the lock, once they are
+  all warm or warming.
 - A ``_Booted`` record: its runner thread (the isolate's own thread) from the
   start; other threads only read ``control`` and ``thread``.
 - The hub queue: any interpreter posts a typed request (``post``); only the
@@ -201,7 +202,7 @@ class Hub:
         self.wake_at = 0
         self.destroying = 0
         self.closing = False
-        self.wanted = False  # spares are wanted: any thread sets it, the hub thread clears it
+        self.wanted = False  # see replenish
         self.queue = _backend.queue_create()
         self.rfd, self.wfd = _backend.waker_new()
         self.zombie_qid = _backend.queue_create()
@@ -253,17 +254,23 @@ class Hub:
         work in hand is under way, so that warming does not compete with it
         for the cores. Starting a thread waits until it runs, which on busy
         cores can take milliseconds: not the caller's to wait for."""
-        self.wanted = True
+        with self.lock:
+            self.wanted = True
         _backend.wake(self.wfd)
 
     def _replenish(self) -> None:
         while True:
             with self.lock:
                 if self.closing or len(self.spares) + len(self.warming) >= SPARES:
+                    self.wanted = False  # only now: settle() sees no gap
+                    self.changed.notify_all()
                     return
             try:
                 self._start("isolated", spare=True)
             except RuntimeError:  # shutting down, or no thread to be had: acquire starts its own
+                with self.lock:
+                    self.wanted = False
+                    self.changed.notify_all()
                 return
 
     def _runner(self, booted: _Booted) -> None:
@@ -380,7 +387,6 @@ class Hub:
                     except BaseException:  # a request that cannot be read or answered
                         _log.exception("the hub dropped a request it could not answer")
                 if self.wanted:
-                    self.wanted = False  # before: a later want wakes the hub again
                     self._replenish()
                 # One at a time, requests in between: the next zombies may
                 # wait for them to be taken.
@@ -416,6 +422,7 @@ class Hub:
                 if booted.ctl_qid == ctl_qid:
                     self.warming.remove(booted)
                     self.spares.append(booted)
+                    self.changed.notify_all()
                     break
 
     def _handle(self, request: Request) -> None:
@@ -443,9 +450,12 @@ class Hub:
         )
 
     def settle(self, timeout: float) -> bool:
-        """Wait until no isolate but the spares is left; True if so in time."""
+        """Wait until no isolate but the spares is left, and the spares
+        asked for are warm; True if so in time."""
         with self.lock:
-            return self.changed.wait_for(lambda: self._busy() == 0, timeout)
+            return self.changed.wait_for(
+                lambda: self._busy() == 0 and not self.wanted and not self.warming, timeout
+            )
 
     def shutdown(self) -> None:
         """At interpreter exit: let the layers above finish (a Pool's queued
