@@ -427,21 +427,30 @@ class _ExecutorFace(Executor):
             calls = list(calls)
             chunksize = self._batch_size(chunksize, len(calls))
         batches = itertools.batched(calls, chunksize, strict=False)
-        tasks = collections.deque(
-            self.submit(_run_batch, fn, batch) for batch in itertools.islice(batches, buffersize)
-        )
-        return self._map_results(fn, batches, tasks, deadline)
+        results = self._map_results(fn, batches, buffersize, deadline)
+        next(results)  # submitted: from here on, dropping the iterator cancels
+        return results
 
     def _map_results(
         self,
         fn: Callable[..., Any],
         batches: Iterator[tuple[tuple[Any, ...], ...]],
-        tasks: collections.deque[Task],
+        buffersize: int | None,
         deadline: float | None,
-    ) -> Iterator[Any]:
-        """Yield the results of ``tasks`` in order, each call's exception at its
-        place; before waiting for a task, submit the next of ``batches``, if any."""
+    ) -> Generator[Any]:
+        """Submit ``buffersize`` of ``batches`` (all if None) and pause; then
+        yield their results in order, each call's exception at its place,
+        submitting the next batch, if any, before waiting for a task.
+
+        The tasks are submitted inside the ``try``: a Ctrl-C that lands while
+        they are, or any time after, cancels them, as closing or dropping a
+        paused generator runs its ``finally``. One that has not started yet
+        would not run it."""
+        tasks: collections.deque[Task] = collections.deque()
         try:
+            for submitted in itertools.islice(batches, buffersize):
+                tasks.append(self.submit(_run_batch, fn, submitted))
+            yield None
             while tasks:
                 batch = next(batches, None)
                 if batch is not None:
@@ -615,7 +624,10 @@ class _Core:
             heapq.heappush(self.queue, _Queued(task.priority, next(self.order), task, item))
             self._unfinished.add(task)
             while self.idle and self.queue:
-                self._dispatch(self.idle.pop())
+                worker = self.idle[-1]
+                self._dispatch(worker)  # it leaves the idle list once it has work
+                if self.idle and self.idle[-1] is worker:
+                    break  # it could take none
 
     def _forget_queued(self, task: Task) -> None:
         """A queued task was cancelled (it leaves the queue when its turn comes)."""
@@ -680,6 +692,10 @@ class _Core:
                 continue
             worker.task = task
             task._worker = worker
+            if self.idle and self.idle[-1] is worker:  # from execute
+                self.idle.pop()
+            # Last: a Ctrl-C that lands from here on finds the task running
+            # on this worker, where the submit that raised cancels it.
             worker.inbox._send_item(entry.item)
             return
         if self.shutdown_requested:
@@ -1132,7 +1148,13 @@ class Pool(_ExecutorFace):
         priority = Priority(priority)
         item = self._encode_task(fn, tuple(args), kwargs)
         task = Task(self._core, priority)
-        self._core.execute(task, item)
+        try:
+            self._core.execute(task, item)
+        except BaseException:
+            # A Ctrl-C may land after a worker has the task: nobody would
+            # have it to wait on or cancel, and shutdown would wait for it.
+            task.cancel()
+            raise
         return task
 
     def _encode_task(

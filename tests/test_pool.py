@@ -349,6 +349,47 @@ def test_map_buffersize_cancels_what_it_did_not_yield(how):
         assert pool.stats().replaced >= 1
 
 
+@pytest.mark.parametrize("buffersize", [None, 2])
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_map_cancels_its_calls_when_dropped_before_the_first_result(how, buffersize):
+    # Also what a Ctrl-C does that lands between map() and the first next():
+    # the iterator is dropped before it ever ran.
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        results = pool.map(helpers.announce_then_spin, [port.send_port] * 2, buffersize=buffersize)
+        assert port.receive(timeout=T) == "started"
+        if how == "close":
+            results.close()
+        else:
+            del results
+        stats = pool.stats()  # one running call (its isolate killed), one queued
+        assert stats.cancelled == 2 and stats.busy == 0
+        assert pool.submit(helpers.square, 6).result(timeout=T) == 36
+
+
+def test_a_ctrl_c_that_lands_after_a_worker_has_the_task_cancels_it(monkeypatch):
+    # The worker may take the task before the submit returns: Ctrl-C lands
+    # in the submit, and nobody has the task to wait on or cancel. Unless
+    # the submit cancels it, it runs on, and shutdown waits for it forever.
+    from subiso._ports import SendPort
+
+    send_item = SendPort._send_item
+    armed = [True]
+
+    def send_then_interrupt(self, item):
+        send_item(self, item)
+        if armed and armed.pop():
+            raise KeyboardInterrupt
+
+    with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
+        assert pool.submit(helpers.square, 2).result(timeout=T) == 4  # the worker is ready
+        monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            pool.submit(helpers.announce_then_spin, port.send_port)
+        monkeypatch.undo()
+        assert pool.stats().cancelled == 1
+        assert pool.submit(helpers.square, 6).result(timeout=T) == 36
+
+
 def test_map_buffersize_timeout_counts_from_the_call():
     with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
         results = pool.map(
