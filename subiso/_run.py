@@ -76,8 +76,8 @@ def _running(
             Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs))
         )
         control = yield Acquire(isolation)
-        control._send_item(job)
         try:
+            control._send_item(job)  # a Ctrl-C in its wake-up: the isolate has the call
             message = decode((yield _Next(reply)))
             replenish()
             if message[0] != "stream":

@@ -106,6 +106,25 @@ def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
         assert started.is_set()
 
 
+def test_a_ctrl_c_that_lands_as_run_starts_its_isolate_kills_it(monkeypatch):
+    from subiso._ports import SendPort
+
+    send_item = SendPort._send_item
+    armed = [True]
+
+    def send_then_interrupt(self, item):
+        send_item(self, item)
+        if armed and armed.pop():
+            raise KeyboardInterrupt  # in the start command's wake-up
+
+    with subiso.ReceivePort() as port:
+        monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            subiso.run(helpers.announce_then_spin, port.send_port)
+        monkeypatch.undo()
+    assert _hub.settle(T), "the isolate was left spinning"
+
+
 def test_keyboard_interrupt_during_pool_map(ctrl_c):
     with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
 
