@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 # recompile the package from source at every start.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test test-all bench lint clean compile matrix
+.PHONY: test test-all bench lint clean compile matrix compat
 
 $(STAMP): pyproject.toml
 	@set -e; \
@@ -47,6 +47,9 @@ endif
 
 matrix:
 	bash .ci/matrix test
+
+compat:
+	sh .ci/compat
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff mypy
