@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ._exceptions import NotSendableError as NotSendableError
     from ._exceptions import PortClosedError as PortClosedError
     from ._exceptions import RemoteError as RemoteError
+    from ._exceptions import __excepthook__ as __excepthook__
+    from ._exceptions import excepthook as excepthook
     from ._isolate import Isolate as Isolate
     from ._names import IsolateNameServer as IsolateNameServer
     from ._pool import Pool as Pool
@@ -63,8 +65,10 @@ _EXPORTS = {
     "SendPort": "_ports",
     "Task": "_pool",
     "TransferableBuffer": "_wire",
+    "__excepthook__": "_exceptions",
     "compute": "_run",
     "compute_async": "_run",
+    "excepthook": "_exceptions",
     "host": "_host",
     "run": "_run",
     "run_async": "_run",

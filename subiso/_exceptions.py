@@ -22,6 +22,8 @@ Every exception here pickles (``__reduce__``), because it will cross isolates.
 
 from __future__ import annotations
 
+import sys
+
 __all__ = (
     "SubinterpreterImportError",
     "BrokenIsolateError",
@@ -155,3 +157,50 @@ def explain_import_refusal(error: BaseException) -> BaseException:
             explained.__traceback__ = error.__traceback__
             return explained
     return error
+
+
+# -- uncaught errors ---------------------------------------------------------------
+
+
+class IsolateExceptHookArgs:
+    """What ``subiso.excepthook`` is given (as ``threading.ExceptHookArgs``):
+    the error, the isolate's debug name (None: the main interpreter, or no
+    name), and whether the isolate exits because of it."""
+
+    __slots__ = ("exc_traceback", "exc_type", "exc_value", "fatal", "isolate")
+
+    def __init__(self, error: BaseException, isolate: str | None, fatal: bool) -> None:
+        self.exc_type = type(error)
+        self.exc_value = error
+        self.exc_traceback = error.__traceback__
+        self.isolate = isolate
+        self.fatal = fatal
+
+
+def excepthook(args: IsolateExceptHookArgs, /) -> None:
+    """Report an uncaught error that no error listener hears: to stderr.
+
+    Runs in the interpreter where the error happened. Replace it there
+    (``subiso.excepthook = hook``, in the main interpreter or in an
+    isolate) to report elsewhere; ``subiso.__excepthook__`` keeps this one.
+    """
+    from ._wire import describe_error
+
+    where = f"isolate {args.isolate}" if args.isolate else "isolate"
+    exits = ", which exits" if args.fatal else ""
+    sys.stderr.write(f"Uncaught error in {where}{exits}:\n{describe_error(args.exc_value)[1]}")
+    sys.stderr.flush()
+
+
+__excepthook__ = excepthook
+
+
+def report_uncaught(error: BaseException, isolate: str | None, fatal: bool) -> None:
+    """Hand ``error`` to ``subiso.excepthook`` as it is now; if the hook
+    itself fails, report that with ``sys.excepthook``, as threading does."""
+    face = sys.modules.get("subiso")
+    hook = getattr(face, "excepthook", excepthook) if face is not None else excepthook
+    try:
+        hook(IsolateExceptHookArgs(error, isolate, fatal))
+    except Exception as failure:
+        sys.excepthook(type(failure), failure, failure.__traceback__)

@@ -43,7 +43,7 @@ import time
 
 from . import _backend
 from ._backend import EMPTY, queue_get
-from ._exceptions import NotSendableError, PortClosedError
+from ._exceptions import NotSendableError, PortClosedError, report_uncaught
 from ._wire import PLAIN, decode, encode, mark_sent, register_send_port, release_item, shareable
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
@@ -800,10 +800,7 @@ def _report(error: BaseException) -> None:
         return
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error
-    import traceback
-
-    print("Exception in a port handler:", file=sys.stderr)
-    traceback.print_exception(error)
+    report_uncaught(error, None, False)
 
 
 class _Dispatcher:

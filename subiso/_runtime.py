@@ -30,6 +30,7 @@ from time import sleep as _sleep
 
 from . import _backend, _ports
 from ._backend import EMPTY
+from ._exceptions import report_uncaught
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
 from ._wire import (
     MIXED,
@@ -613,13 +614,9 @@ class Runtime:
         message = describe_error(error)
         for port in self.error_listeners:
             port.send(message)
-        if not self.error_listeners and not self.errors_fatal:
-            sys.stderr.write(f"Uncaught error in isolate {self.debug_name or ''}:\n{message[1]}")
+        if not self.error_listeners:
+            report_uncaught(error, self.debug_name, self.errors_fatal)
         if self.errors_fatal:
-            if not self.error_listeners:
-                sys.stderr.write(
-                    f"Uncaught error in isolate {self.debug_name or ''}, which exits:\n{message[1]}"
-                )
             self.exiting = True
             self._wake_loop()
 

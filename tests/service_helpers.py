@@ -226,3 +226,15 @@ def report_a_readable_interrupt(port):
 
     inbox.listen(answer)
     port.send((inbox.send_port, Runtime.current.interrupt[1]))
+
+
+def hooks_then_raises(port):
+    """Replace this isolate's ``subiso.excepthook`` with one that tells
+    ``port`` what it was given, then fail outside any listener."""
+    import subiso
+
+    def hook(args):
+        port.send((args.exc_type.__name__, str(args.exc_value), args.isolate, args.fatal))
+
+    subiso.excepthook = hook
+    raise ValueError("unheard")

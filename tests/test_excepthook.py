@@ -1,0 +1,83 @@
+"""An uncaught error nobody listens for goes to ``subiso.excepthook``, which
+users may replace, as ``threading.excepthook`` for threads."""
+
+from __future__ import annotations
+
+import threading
+
+import service_helpers
+
+import subiso
+
+T = 30
+
+
+def test_an_isolate_reports_an_unheard_error_through_its_hook():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(
+            service_helpers.hooks_then_raises, port.send_port, debug_name="hooked"
+        )
+        assert port.receive(timeout=T) == ("ValueError", "unheard", "hooked", True)
+        assert iso.join(T)
+
+
+def test_the_default_hook_writes_the_error_to_stderr(capfd):
+    with subiso.ReceivePort() as exits:
+        subiso.Isolate.spawn(
+            service_helpers.raising_entry, "boom", debug_name="loud", on_exit=exits.send_port
+        )
+        exits.receive(timeout=T)
+    err = capfd.readouterr().err
+    assert "Uncaught error in isolate loud, which exits:" in err
+    assert "ValueError: entry raised on 'boom'" in err
+
+
+def test_an_error_in_a_port_handler_of_the_main_interpreter_goes_to_the_hook(monkeypatch):
+    seen = []
+    hooked = threading.Event()
+
+    def hook(args):
+        seen.append(args)
+        hooked.set()
+
+    monkeypatch.setattr(subiso, "excepthook", hook, raising=False)
+    with subiso.ReceivePort() as port:
+
+        def handler(message):
+            raise KeyError(message)
+
+        port.listen(handler)
+        port.send_port.send("x")
+        assert hooked.wait(T)
+    (args,) = seen
+    assert (args.exc_type, args.exc_value.args, args.isolate, args.fatal) == (
+        KeyError,
+        ("x",),
+        None,
+        False,
+    )
+    assert args.exc_traceback is args.exc_value.__traceback__
+
+
+def test_a_hook_that_raises_falls_back_to_sys_excepthook(monkeypatch):
+    fallback = []
+    reported = threading.Event()
+
+    def broken(args):
+        raise RuntimeError("the hook broke")
+
+    def sys_hook(*exc):
+        fallback.append(exc[1])
+        reported.set()
+
+    monkeypatch.setattr(subiso, "excepthook", broken, raising=False)
+    monkeypatch.setattr("sys.excepthook", sys_hook)
+    with subiso.ReceivePort() as port:
+
+        def handler(message):
+            raise KeyError(message)
+
+        port.listen(handler)
+        port.send_port.send("x")
+        assert reported.wait(T)
+    assert [str(e) for e in fallback] == ["the hook broke"]
