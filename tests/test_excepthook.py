@@ -32,6 +32,18 @@ def test_the_default_hook_writes_the_error_to_stderr(capfd):
     assert "ValueError: entry raised on 'boom'" in err
 
 
+def _raise_in_a_handler() -> None:
+    """A port handler of the main interpreter fails with KeyError('x')."""
+    port = subiso.ReceivePort()
+
+    def handler(message):
+        port.close()
+        raise KeyError(message)
+
+    port.listen(handler)
+    port.send_port.send("x")
+
+
 def test_an_error_in_a_port_handler_of_the_main_interpreter_goes_to_the_hook(monkeypatch):
     seen = []
     hooked = threading.Event()
@@ -41,14 +53,8 @@ def test_an_error_in_a_port_handler_of_the_main_interpreter_goes_to_the_hook(mon
         hooked.set()
 
     monkeypatch.setattr(subiso, "excepthook", hook, raising=False)
-    with subiso.ReceivePort() as port:
-
-        def handler(message):
-            raise KeyError(message)
-
-        port.listen(handler)
-        port.send_port.send("x")
-        assert hooked.wait(T)
+    _raise_in_a_handler()
+    assert hooked.wait(T)
     (args,) = seen
     assert (args.exc_type, args.exc_value.args, args.isolate, args.fatal) == (
         KeyError,
@@ -72,12 +78,6 @@ def test_a_hook_that_raises_falls_back_to_sys_excepthook(monkeypatch):
 
     monkeypatch.setattr(subiso, "excepthook", broken, raising=False)
     monkeypatch.setattr("sys.excepthook", sys_hook)
-    with subiso.ReceivePort() as port:
-
-        def handler(message):
-            raise KeyError(message)
-
-        port.listen(handler)
-        port.send_port.send("x")
-        assert reported.wait(T)
+    _raise_in_a_handler()
+    assert reported.wait(T)
     assert [str(e) for e in fallback] == ["the hook broke"]
