@@ -444,3 +444,23 @@ class Account:
 
 def total(values):
     return sum(values)
+
+
+def interrupt_after_next_send(monkeypatch) -> None:
+    """Make this thread's next port send raise KeyboardInterrupt once its
+    item is put, as a Ctrl-C that lands in the wake-up after the put
+    (the library's threads send too: theirs are left alone)."""
+    import threading
+
+    from subiso._ports import SendPort
+
+    send_item = SendPort._send_item
+    armed = [True]
+    caller = threading.get_ident()
+
+    def send_then_interrupt(self, item):
+        send_item(self, item)
+        if armed and threading.get_ident() == caller and armed.pop():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)

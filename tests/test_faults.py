@@ -107,20 +107,8 @@ def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
 
 
 def test_a_ctrl_c_that_lands_as_run_starts_its_isolate_kills_it(monkeypatch):
-    from subiso._ports import SendPort
-
-    send_item = SendPort._send_item
-    armed = [True]
-    caller = threading.get_ident()
-
-    def send_then_interrupt(self, item):
-        send_item(self, item)
-        # This thread's next send only: the library's threads send too.
-        if armed and threading.get_ident() == caller and armed.pop():
-            raise KeyboardInterrupt  # in the start command's wake-up
-
     with subiso.ReceivePort() as port:
-        monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)
+        helpers.interrupt_after_next_send(monkeypatch)  # in the start command's wake-up
         with pytest.raises(KeyboardInterrupt):
             subiso.run(helpers.announce_then_spin, port.send_port)
         monkeypatch.undo()

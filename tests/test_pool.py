@@ -96,7 +96,6 @@ def test_errors_come_back_as_themselves():
 
 
 def test_unsendable_argument_leaves_the_pool_usable():
-    import threading
 
     with subiso.Pool(1) as pool:
         with pytest.raises(subiso.NotSendableError, match="lock"):
@@ -371,21 +370,9 @@ def test_a_ctrl_c_that_lands_after_a_worker_has_the_task_cancels_it(monkeypatch)
     # The worker may take the task before the submit returns: Ctrl-C lands
     # in the submit, and nobody has the task to wait on or cancel. Unless
     # the submit cancels it, it runs on, and shutdown waits for it forever.
-    from subiso._ports import SendPort
-
-    send_item = SendPort._send_item
-    armed = [True]
-    caller = threading.get_ident()
-
-    def send_then_interrupt(self, item):
-        send_item(self, item)
-        # This thread's next send only: the library's threads send too.
-        if armed and threading.get_ident() == caller and armed.pop():
-            raise KeyboardInterrupt
-
     with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
         assert pool.submit(helpers.square, 2).result(timeout=T) == 4  # the worker is ready
-        monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)
+        helpers.interrupt_after_next_send(monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             pool.submit(helpers.announce_then_spin, port.send_port)
         monkeypatch.undo()
