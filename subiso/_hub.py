@@ -201,6 +201,7 @@ class Hub:
         self.taken = 0
         self.wake_at = 0
         self.destroying = 0
+        self.starting = 0  # threads in _start, in the books and not yet started
         self.closing = False
         self.wanted = False  # see replenish
         self.queue = _backend.queue_create()
@@ -229,7 +230,23 @@ class Hub:
             self.live[booted.ctl_qid] = booted
             if spare:
                 self.warming.append(booted)
-        booted.thread.start()
+            self.starting += 1
+        try:
+            booted.thread.start()
+        except BaseException:  # no thread to be had: nobody has its control port yet
+            with self.lock:
+                self.live.pop(booted.ctl_qid, None)
+                if booted in self.warming:
+                    self.warming.remove(booted)
+            _backend.queue_destroy(booted.ctl_qid)
+            _backend.queue_destroy(booted.report_qid)
+            _backend.waker_free(booted.ctl_waker)
+            _backend.waker_free(booted.interrupt)
+            raise
+        finally:
+            with self.lock:
+                self.starting -= 1
+                self.changed.notify_all()
         return booted
 
     def acquire(self, isolation: str) -> SendPort:
@@ -468,6 +485,8 @@ class Hub:
                 _log.warning("exit stopped waiting for the work of isolates", exc_info=True)
         with self.lock:
             self.closing = True
+            # A thread put in the books just before must start before it can be joined.
+            self.changed.wait_for(lambda: self.starting == 0)
             booted = list(self.live.values())
         for each in booted:
             try:

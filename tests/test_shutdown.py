@@ -102,3 +102,45 @@ def test_exit_right_after_a_pool_is_clean():
         assert "Fatal Python error" not in result.stderr, result.stderr
         assert "remaining subinterpreters" not in result.stderr, result.stderr
         assert result.returncode == 0, result.stderr
+
+
+SPARE_SCRIPT = textwrap.dedent(
+    """
+    import threading, subiso
+    from subiso import _hub
+
+    start = threading.Thread.start
+    held = threading.Event()
+
+    def start_when_exit_began(thread):
+        # The first spare's thread starts only once the process is leaving.
+        if thread.name == "subiso-spare" and not held.is_set():
+            held.set()
+            hub = _hub.current_hub()
+            for _ in range(2000):
+                if hub.closing:
+                    break
+                threading.Event().wait(0.005)
+            else:
+                raise AssertionError("the process never began to leave")
+        start(thread)
+
+    threading.Thread.start = start_when_exit_began
+    assert subiso.run(len, "ab") == 2  # then the hub warms spares
+    assert held.wait(30)
+    print("leaving", flush=True)
+    """
+)
+
+
+def test_exit_while_a_spare_is_being_started_is_clean():
+    """The hub thread had put a spare in its books and not yet started its
+    thread when the process began to leave: exit tried to join a thread
+    that had not started, left it to start during finalization, and
+    crashed (seen on 3.14)."""
+    result = subprocess.run(
+        [sys.executable, "-c", SPARE_SCRIPT], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert "leaving" in result.stdout
+    assert result.stderr == ""
+    assert result.returncode == 0
