@@ -44,7 +44,7 @@ import logging
 import os
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from typing import NamedTuple, cast
 
 from . import _backend
@@ -64,6 +64,10 @@ SPARES = min(2, os.cpu_count() or 1)
 
 # How long process exit waits for the hub thread to finish what it is doing.
 HUB_EXIT_SECONDS = 30.0
+
+#: Exited isolates kept by unreceived messages that are worth a warning
+#: (then twice as many, and so on).
+ZOMBIES_TO_MENTION = 16
 
 # After this long, process exit says which isolate it is still waiting for.
 EXIT_NOTICE_SECONDS = 5.0
@@ -196,6 +200,7 @@ class Hub:
         self.warming: deque[_Booted] = deque()  # spares still starting up
         self.live: dict[int, _Booted] = {}  # by control queue id, spares included
         self.zombies: list[Zombie] = []
+        self.mention_at = ZOMBIES_TO_MENTION  # see _mention_zombies
         # Items the hub thread took off its queue (Zombie.received); the hub
         # looks at its zombies after each batch, so it needs no wake-up.
         self.taken = 0
@@ -345,6 +350,30 @@ class Hub:
                 _backend.queue_put(self.zombie_qid, 0)
             self.changed.notify_all()
         self._reap()
+        self._mention_zombies()
+
+    def _mention_zombies(self) -> None:
+        """Warn when exited isolates pile up behind ports nobody reads."""
+        with self.lock:
+            count = len(self.zombies)
+            if count < ZOMBIES_TO_MENTION // 2:
+                self.mention_at = ZOMBIES_TO_MENTION
+            if count < self.mention_at:
+                return
+            self.mention_at = 2 * count
+            waited_on = Counter(qid for zombie in self.zombies for qid in zombie.waiting)
+        ports = [
+            f"port {qid} holds messages of {n}"
+            for qid, n in waited_on.most_common()
+            if qid != self.queue and _backend.queue_count(qid)
+        ]
+        _log.warning(
+            "%d exited isolates are kept alive by the messages they sent, not yet "
+            "received (%s): each keeps its interpreter's memory until they are "
+            "received or the port is closed",
+            count,
+            "; ".join(ports[:3]) + ("; ..." if len(ports) > 3 else ""),
+        )
 
     def _fail_start_commands(self, booted: _Booted, error: str) -> None:
         from ._runtime import Start, load_request, release_start

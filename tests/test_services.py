@@ -314,3 +314,43 @@ def test_spares_are_warmed_by_the_hub_thread_not_by_the_caller(monkeypatch):
         assert subiso.run(helpers.square, 3) == 9
     assert started.wait(TIMEOUT)
     assert set(starters) == {"subiso-hub"}
+
+
+class _Heard(logging.Handler):
+    """Sets ``said`` once the subiso logger says something with ``words`` in it."""
+
+    def __init__(self, words):
+        super().__init__()
+        self.words = words
+        self.said = threading.Event()
+        self.records = []
+
+    def emit(self, record):
+        if self.words in record.getMessage():
+            self.records.append(record)
+            self.said.set()
+
+
+def test_exited_isolates_kept_by_an_unread_port_are_mentioned():
+    heard = _Heard("kept alive")
+    logging.getLogger("subiso").addHandler(heard)
+    try:
+        with subiso.ReceivePort() as unread:
+            for _ in range(_hub.ZOMBIES_TO_MENTION):
+                isolate = subiso.Isolate.spawn(lambda port: port.send(b"x"), unread.send_port)
+                assert isolate.join(TIMEOUT)
+            assert heard.said.wait(TIMEOUT)
+        (record,) = heard.records
+        assert record.levelno == logging.WARNING
+        said = record.getMessage()
+        assert said.startswith(
+            f"{_hub.ZOMBIES_TO_MENTION} exited isolates are kept alive by the messages "
+            f"they sent, not yet received (port {unread._qid} holds messages of "
+            f"{_hub.ZOMBIES_TO_MENTION}"
+        )
+        assert said.endswith(
+            "each keeps its interpreter's memory until they are received or the port is closed"
+        )
+    finally:
+        logging.getLogger("subiso").removeHandler(heard)
+    assert _hub.settle(TIMEOUT), "closing the port did not free them"
