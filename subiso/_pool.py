@@ -104,6 +104,7 @@ _hub.before_exit.append(_at_exit)
 
 # Seconds to wait for an isolate that was told to end (it has, or was killed).
 _JOIN_SECONDS = 60.0
+_REPLACED = "the pool isolate %s %s; a new one replaces it"  # logged
 
 
 class Priority(enum.IntEnum):
@@ -993,6 +994,7 @@ class _Core:
             if worker in self.idle:
                 self.idle.remove(worker)
             task, worker.task = worker.task, None
+            task_lost = task is not None
             if task is not None:
                 died = BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
                 endings.append(_Ending(task, died))
@@ -1003,6 +1005,11 @@ class _Core:
                     self.shutdown_requested = True
             else:
                 replace = not self.shutdown_requested or bool(self.queue)
+        if replace and worker.killed:
+            _log.info(_REPLACED, worker.isolate.debug_name, "was killed to cancel its task")
+        elif replace and not worker.retiring:
+            what = "died running a task" if task_lost else "died"
+            _log.warning(_REPLACED, worker.isolate.debug_name, what)
         _end_all(endings)
         worker.isolate.join(_JOIN_SECONDS)
         if replace:

@@ -456,3 +456,30 @@ def test_wait_sees_queued_tasks_that_shutdown_cancelled():
         assert pool.stats().cancelled == 3
         gate.send("go")
         assert running.result(timeout=T) == "go"
+
+
+def test_a_replaced_worker_is_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="subiso"), subiso.Pool(1, debug_name="p") as pool:
+        with pytest.raises(subiso.BrokenIsolateError):
+            pool.submit(helpers.die).result(timeout=T)
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "subiso"]
+    assert said == [
+        (logging.WARNING, "the pool isolate p-0 died running a task; a new one replaces it")
+    ]
+
+
+def test_a_worker_killed_to_cancel_its_task_is_logged_as_information(caplog):
+    port = subiso.ReceivePort()
+    try:
+        with caplog.at_level(logging.INFO, logger="subiso"), subiso.Pool(1, debug_name="p") as pool:
+            task = pool.submit(helpers.spin_forever, port.send_port)
+            assert port.receive(timeout=T) == "spinning"
+            assert task.cancel()
+            assert pool.submit(helpers.square, 3).result(timeout=T) == 9
+    finally:
+        port.close()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "subiso"]
+    assert said == [
+        (logging.INFO, "the pool isolate p-0 was killed to cancel its task; a new one replaces it")
+    ]
