@@ -18,6 +18,8 @@ imports Dask.
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import threading
 import uuid
 from concurrent.futures import Future
@@ -25,6 +27,7 @@ from concurrent.futures import Future
 from distributed import WorkerPlugin, get_worker
 from distributed.client import Client
 
+from . import _backend
 from ._exceptions import BrokenIsolateError
 from ._pool import Pool, PoolStats, Priority, Task, _ExecutorFace
 
@@ -35,15 +38,54 @@ if TYPE_CHECKING:
 
 __all__ = ("ClusterPool",)
 
-PLUGIN = "subiso"
+_log = logging.getLogger("subiso")
+
+#: In a worker process: Dask's sampler was switched off (see _switch_off_sampler).
+_sampler_off = False
+
+
+def _switch_off_sampler(worker: Any) -> None:
+    """Where ``sys._current_frames()`` crashes CPython while isolates run
+    (3.13 before 3.13.18), stop Dask's statistical profiler in this worker
+    process for its life, and say so once."""
+    global _sampler_off
+    import platform
+
+    import dask
+
+    if _sampler_off or not _backend.CURRENT_FRAMES_CRASHES:
+        return
+    if not dask.config.get("distributed.worker.profile.enabled"):
+        return
+    # The worker samples its task threads from two periodic callbacks.
+    # They are removed, not only stopped: a worker that is still starting
+    # starts its callbacks after its plugins.
+    for name in ("profile", "profile-cycle"):
+        callback = worker.periodic_callbacks.pop(name, None)
+        if callback is not None:
+            callback.stop()
+    # A thread samples the event loop (distributed.profile.watch), only
+    # ever under this lock: holding it for good parks that thread.
+    from distributed import profile
+
+    profile.lock.acquire()
+    _sampler_off = True
+    _log.warning(
+        "Dask's statistical profiler is switched off in worker %s: it calls "
+        "sys._current_frames(), which crashes CPython %s while isolates run "
+        "(fixed in 3.13.18)",
+        worker.address,
+        platform.python_version(),
+    )
 
 
 class _WorkerPools(WorkerPlugin):
-    """Starts a subiso Pool in every Dask worker process and stops it with the worker."""
+    """Starts a subiso Pool in every Dask worker process and stops it with
+    the worker, or when its ClusterPool shuts down. Each ClusterPool
+    registers its own, under its own name."""
 
-    idempotent = True
-
-    def __init__(self, isolates_per_worker: int | None, isolation: str) -> None:
+    def __init__(self, name: str, isolates_per_worker: int | None, isolation: str) -> None:
+        self.name = name
         self.isolates_per_worker = isolates_per_worker
         self.isolation = isolation
         self.pool: Pool | None = None  # these three are made on the worker (setup)
@@ -51,31 +93,50 @@ class _WorkerPools(WorkerPlugin):
         self.lock: Any = None
 
     def setup(self, worker: Any) -> None:
+        _switch_off_sampler(worker)
         self.pool = Pool(self.isolates_per_worker, isolation=self.isolation, debug_name="dask")
         self.running = {}
         self.lock = threading.Lock()
 
     def teardown(self, worker: Any) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        # Its ClusterPool has left, or the worker closes: what still runs
+        # here has no one to report to, and teardown runs on the worker's
+        # event loop, which must not wait for it. Killed, it ends now.
+        with self.lock:
+            pool, self.pool = self.pool, None
+            orphans = list(self.running.values())
+        if pool is None:
+            return
+        for task in orphans:
+            task.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _plugin() -> _WorkerPools:
-    plugin = get_worker().plugins[PLUGIN]
+def _plugin(name: str, worker: Any = None) -> _WorkerPools:
+    plugin = (worker or get_worker()).plugins[name]
     assert isinstance(plugin, _WorkerPools)
     return plugin
 
 
 def _run_on_worker(
-    key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    plugin_name: str,
+    key: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     """The Dask task: hand the call to this worker's isolates and wait."""
-    plugin = _plugin()
-    assert plugin.pool is not None, "the subiso worker plugin is not set up"
-    task = plugin.pool.submit(fn, *args, **kwargs)
+    plugin = _plugin(plugin_name)
+    pool = plugin.pool
+    if pool is None:
+        raise RuntimeError("the subiso pool on this Dask worker has shut down")
+    task = pool.submit(fn, *args, **kwargs)
     with plugin.lock:
-        plugin.running[key] = task
+        torn_down = plugin.pool is None  # teardown did not see this task
+        if not torn_down:
+            plugin.running[key] = task
+    if torn_down:
+        task.cancel()
     try:
         return task.result()
     finally:
@@ -83,9 +144,9 @@ def _run_on_worker(
             plugin.running.pop(key, None)
 
 
-def _cancel_on_worker(key: str, dask_worker: Any = None) -> bool:
+def _cancel_on_worker(plugin_name: str, key: str, dask_worker: Any = None) -> bool:
     """Cancel the subiso task behind a Dask key, if it runs here (kills its isolate)."""
-    plugin: _WorkerPools = dask_worker.plugins[PLUGIN]
+    plugin = _plugin(plugin_name, dask_worker)
     with plugin.lock:
         task = plugin.running.get(key)
     if task is None or not task.cancel():
@@ -95,19 +156,8 @@ def _cancel_on_worker(key: str, dask_worker: Any = None) -> bool:
     return True
 
 
-def _sampler_would_crash() -> bool:
-    """On a worker: Dask's profiler is on, and its sys._current_frames()
-    crashes this CPython while isolates run."""
-    import dask
-
-    from . import _backend
-
-    enabled = dask.config.get("distributed.worker.profile.enabled")
-    return bool(enabled) and _backend.CURRENT_FRAMES_CRASHES
-
-
-def _stats_on_worker(dask_worker: Any = None) -> dict[str, int]:
-    plugin: _WorkerPools = dask_worker.plugins[PLUGIN]
+def _stats_on_worker(plugin_name: str, dask_worker: Any = None) -> dict[str, int]:
+    plugin = _plugin(plugin_name, dask_worker)
     if plugin.pool is None:
         return {}
     return dict(vars(plugin.pool.stats()))
@@ -129,11 +179,30 @@ class ClusterTask(Task):
         if self.done():
             return False
         self._pool._cancel(self)  # type: ignore[attr-defined]
+        # Dask may have settled it meanwhile, cancelled or with a result.
+        return self._settle_cancelled() or self.cancelled()
+
+    def _settle_cancelled(self) -> bool:
+        """Mark it cancelled, as an executor does a queued task it drops:
+        ``wait()`` and ``as_completed()`` wake too. False if Dask's outcome
+        came first (see _claim)."""
         with self._condition:
-            if self._state == "FINISHED":
+            if self._state != "PENDING":
                 return False
-            self._state = "PENDING"
-        return super(Task, self).cancel()
+            self._state = "CANCELLED_AND_NOTIFIED"
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+    def _claim(self) -> bool:
+        """PENDING -> RUNNING, so that only Dask's outcome may follow."""
+        with self._condition:
+            if self._state != "PENDING":
+                return False
+            self._state = "RUNNING"
+            return True
 
 
 class ClusterPool(_ExecutorFace):
@@ -153,22 +222,15 @@ class ClusterPool(_ExecutorFace):
     ) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"expected a dask.distributed.Client, not {type(client).__name__}")
-        unsafe = [address for address, bad in client.run(_sampler_would_crash).items() if bad]
-        if unsafe:
-            raise RuntimeError(
-                "Dask's statistical profiler is on in workers "
-                f"{', '.join(sorted(unsafe))}: it calls sys._current_frames(), which "
-                "crashes their CPython (3.13 before 3.13.18) while isolates run. "
-                "Start the cluster with "
-                "dask.config.set({'distributed.worker.profile.enabled': False}) "
-                "(or DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False)."
-            )
         self._client = client
-        self._plugin = _WorkerPools(isolates_per_worker, isolation)
-        client.register_plugin(self._plugin, name=PLUGIN)
+        self._plugin = _WorkerPools(f"subiso-{uuid.uuid4().hex}", isolates_per_worker, isolation)
+        client.register_plugin(self._plugin, name=self._plugin.name)
         self._lock = threading.Lock()
         self._tasks: set[ClusterTask] = set()
         self._shutdown = False
+        self._leave_with_last = False  # the last task to settle unregisters the plugin
+        self._unregistered = False
+        self._left = threading.Event()  # set once the plugin was taken away
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0}
 
     def execute(
@@ -196,6 +258,7 @@ class ClusterPool(_ExecutorFace):
         # Dask runs higher priorities first; subiso's IMMEDIATELY is 0.
         task._dask = self._client.submit(
             _run_on_worker,
+            self._plugin.name,
             key,
             fn,
             tuple(args),
@@ -208,16 +271,20 @@ class ClusterPool(_ExecutorFace):
         return task
 
     def _settle(self, task: ClusterTask, future: Any) -> None:
-        with self._lock:
-            self._tasks.discard(task)
-        if task.done():
-            return
+        try:
+            self._complete(task, future)
+        finally:
+            with self._lock:
+                self._tasks.discard(task)
+                last = self._leave_with_last and not self._tasks
+            if last:
+                self._unregister()
+
+    def _complete(self, task: ClusterTask, future: Any) -> None:
         if future.status == "cancelled":
-            if task.set_running_or_notify_cancel():
-                task._state = "PENDING"
-                super(Task, task).cancel()
+            task._settle_cancelled()
             return
-        if not task.set_running_or_notify_cancel():
+        if not task._claim():
             return
         try:
             result = future.result()
@@ -234,11 +301,11 @@ class ClusterPool(_ExecutorFace):
         self._counts["cancelled"] += 1
         if task._dask is not None:
             self._client.cancel(task._dask)  # type: ignore[no-untyped-call]
-        self._client.run(_cancel_on_worker, task.key, on_error="ignore")
+        self._client.run(_cancel_on_worker, self._plugin.name, task.key, on_error="ignore")
 
     def stats(self) -> PoolStats:
         """Summed over the workers' pools; queued counts tasks not yet finished."""
-        per_worker = self._client.run(_stats_on_worker).values()
+        per_worker = self._client.run(_stats_on_worker, self._plugin.name).values()
         total = {
             field: 0
             for field in ("size", "idle", "busy", "completed", "failed", "cancelled", "replaced")
@@ -252,18 +319,40 @@ class ClusterPool(_ExecutorFace):
         return PoolStats(**total)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``. Once no task is left, the workers' pools
+        shut down and their plugin leaves the cluster."""
         with self._lock:
             self._shutdown = True
             tasks = list(self._tasks)
+            self._leave_with_last = not wait and bool(tasks)
         if cancel_futures:
             for task in tasks:
                 task.cancel()
         if wait:
-            for task in tasks:
-                try:
-                    task.exception()
-                except BaseException:
-                    pass
+            try:
+                concurrent.futures.wait(tasks)
+            except BaseException:  # Ctrl-C: the caller goes, the plugin with the last task
+                with self._lock:
+                    self._leave_with_last = True
+                    last = not self._tasks  # it may have settled already
+                if last:
+                    self._unregister()
+                raise
+        if not self._leave_with_last:
+            self._unregister()
+
+    def _unregister(self) -> None:
+        with self._lock:
+            if self._unregistered:
+                return
+            self._unregistered = True
+        try:
+            if self._client.status in ("running", "connecting"):  # else not ours to change
+                self._client.unregister_worker_plugin(self._plugin.name)  # type: ignore[no-untyped-call]
+        except Exception:
+            _log.warning("could not remove the subiso plugin from the Dask workers", exc_info=True)
+        finally:
+            self._left.set()
 
     def __repr__(self) -> str:
         return f"<ClusterPool {self._client!r}>"

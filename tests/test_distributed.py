@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
+import logging
 import os
+import threading
 
 import helpers
 import pytest
@@ -44,13 +47,9 @@ def _local_client(settings):
 
 @pytest.fixture(scope="module")
 def client():
-    # Dask's profiler samples sys._current_frames(), which crashes CPython
-    # 3.13.0 while isolates run (README); a task whose worker dies is not retried.
-    settings = {
-        "distributed.worker.profile.enabled": False,
-        "distributed.scheduler.allowed-failures": 0,
-    }
-    with _local_client(settings) as client:
+    # Dask's defaults, its statistical profiler included; a task whose
+    # worker dies is not retried (test_a_dead_worker_fails_the_task_clearly).
+    with _local_client({"distributed.scheduler.allowed-failures": 0}) as client:
         yield client
 
 
@@ -138,7 +137,33 @@ def test_cancel_a_running_task_kills_its_isolate(pool, client):
     assert pool.stats().replaced >= 1
 
 
-def test_dask_profiler_is_refused_only_where_it_crashes():
+class _Said(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.said = []
+
+    def emit(self, record):
+        self.said.append(record.getMessage())
+
+
+def _listen_to_subiso(dask_worker=None):
+    logging.getLogger("subiso").addHandler(_Said())
+
+
+def _what_subiso_said(dask_worker=None):
+    return [
+        line
+        for h in logging.getLogger("subiso").handlers
+        if isinstance(h, _Said)
+        for line in h.said
+    ]
+
+
+def _sampling(dask_worker=None):
+    return {name in dask_worker.periodic_callbacks for name in ("profile", "profile-cycle")}
+
+
+def test_dask_profiler_is_switched_off_only_where_it_crashes():
     from subiso import _backend
 
     settings = {
@@ -147,14 +172,112 @@ def test_dask_profiler_is_refused_only_where_it_crashes():
         "distributed.scheduler.allowed-failures": 0,
     }
     with _local_client(settings) as client:
-        if _backend.CURRENT_FRAMES_CRASHES:  # the workers run this same Python
-            with pytest.raises(RuntimeError, match="profiler"):
-                ClusterPool(client)
-            return
-        with ClusterPool(client, isolates_per_worker=2) as pool:
-            # Isolates compute while the sampler walks every thread's frames.
-            n = 300_000
-            assert list(pool.map(helpers.busy_sum, [n] * 16)) == [n * (n - 1) // 2] * 16
+        client.run(_listen_to_subiso)
+        for _ in range(2):  # a second pool on the worker says nothing more
+            with ClusterPool(client, isolates_per_worker=2) as pool:
+                # Isolates compute while the sampler (if on) walks every thread's frames.
+                n = 300_000
+                assert list(pool.map(helpers.busy_sum, [n] * 16)) == [n * (n - 1) // 2] * 16
+        (said,) = client.run(_what_subiso_said).values()
+        (sampling,) = client.run(_sampling).values()
+    if _backend.CURRENT_FRAMES_CRASHES:  # the workers run this same Python
+        assert sampling == {False}
+        assert len(said) == 1
+        assert said[0].startswith("Dask's statistical profiler is switched off in worker")
+    else:
+        assert sampling == {True}
+        assert said == []
+
+
+def _subiso_plugins(dask_worker=None):
+    return sorted(name for name in dask_worker.plugins if name.startswith("subiso"))
+
+
+def test_two_pools_on_one_client_each_get_their_own_settings(client, pool):
+    before = client.run(_subiso_plugins)
+    with (
+        ClusterPool(client, isolates_per_worker=1) as one,
+        ClusterPool(client, isolates_per_worker=3) as three,
+    ):
+        assert one.submit(helpers.square, 2).result(timeout=T) == 4
+        assert three.submit(helpers.square, 3).result(timeout=T) == 9
+        assert (one.stats().size, three.stats().size, pool.stats().size) == (1, 3, 2)
+    assert client.run(_subiso_plugins) == before  # their plugins left with them
+    assert pool.submit(helpers.square, 5).result(timeout=T) == 25
+
+
+def test_shutdown_without_waiting_leaves_once_the_last_task_is_done(client):
+    before = client.run(_subiso_plugins)
+    pool = ClusterPool(client, isolates_per_worker=1)
+    tasks = [pool.submit(helpers.busy_sum, 200_000) for _ in range(3)]
+    pool.shutdown(wait=False)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(helpers.square, 1)
+    assert [t.result(timeout=T) for t in tasks] == [200_000 * 199_999 // 2] * 3
+    assert pool._left.wait(T)  # Dask's callback thread took the plugin away
+    assert client.run(_subiso_plugins) == before
+
+
+def _start_spinning(client, pool, name):
+    client.run(_register_event_setter)
+    event = distributed.Event(name, client=client)
+    task = pool.submit(helpers.spin_after_event, name)
+    assert event.wait(T), "the task never started"
+    return task
+
+
+def test_ctrl_c_during_shutdown_is_not_swallowed(client, monkeypatch):
+    before = client.run(_subiso_plugins)
+    pool = ClusterPool(client, isolates_per_worker=1)
+    task = _start_spinning(client, pool, "subiso-test-spinning-at-ctrl-c")
+
+    def interrupted(tasks, *args, **kwargs):  # Ctrl-C lands while shutdown waits
+        assert tasks == [task]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subiso.distributed.concurrent.futures, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pool.shutdown(wait=True)  # the task spins for ever
+    monkeypatch.undo()
+    assert client.run(_subiso_plugins) != before  # its task still runs
+    assert task.cancel()
+    assert pool._left.wait(T)  # the plugin left with the last task
+    assert client.run(_subiso_plugins) == before
+
+
+def test_a_pool_that_leaves_kills_what_still_runs_for_it(client):
+    before = client.run(_subiso_plugins)
+    pool = ClusterPool(client, isolates_per_worker=1)
+    task = _start_spinning(client, pool, "subiso-test-spinning-at-leave")
+    # The Dask task alone is cancelled: the isolate would spin for ever,
+    # and the plugin's teardown must not wait for it.
+    client.cancel(task._dask)
+    pool.shutdown(wait=True)
+    assert task.cancelled()
+    assert client.run(_subiso_plugins) == before
+    assert client.submit(helpers.square, 4).result(timeout=T) == 16  # the worker still serves
+
+
+@pytest.mark.parametrize("by", ["the caller", "dask"])
+def test_a_cancelled_task_wakes_those_who_wait_for_it(client, pool, by):
+    task = _start_spinning(client, pool, f"subiso-test-spinning-cancelled-by-{by}")
+    cancel = task.cancel if by == "the caller" else lambda: client.cancel(task._dask)
+    cancelling = threading.Thread(target=cancel)
+
+    class CancelOnceWaitedFor(list):
+        def append(self, waiter):
+            super().append(waiter)
+            cancelling.start()  # cancelled while wait() below waits
+
+    task._waiters = CancelOnceWaitedFor(task._waiters)
+    try:
+        done, _ = concurrent.futures.wait([task], timeout=T)
+    finally:
+        cancelling.join(T)
+    assert done == {task}
+    assert task.cancelled()
+    if by == "dask":  # the isolate still spins: take it down
+        client.run(subiso.distributed._cancel_on_worker, pool._plugin.name, task.key)
 
 
 def test_a_dead_worker_fails_the_task_clearly(pool):
