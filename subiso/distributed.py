@@ -40,43 +40,54 @@ __all__ = ("ClusterPool",)
 
 _log = logging.getLogger("subiso")
 
-#: In a worker process: Dask's sampler was switched off (see _switch_off_sampler).
-_sampler_off = False
+#: This process's Dask event-loop samplers are parked (see _switch_off_sampler).
+_watchers_parked = False
+_watchers_lock = threading.Lock()
+
+_SAMPLER_OFF = (
+    "Dask's statistical profiler is switched off in %s: it calls "
+    "sys._current_frames(), which crashes CPython %s while isolates run "
+    "(fixed in 3.13.18)"
+)
 
 
-def _switch_off_sampler(worker: Any) -> None:
+def _switch_off_sampler(worker: Any = None) -> None:
     """Where ``sys._current_frames()`` crashes CPython while isolates run
-    (3.13 before 3.13.18), stop Dask's statistical profiler in this worker
-    process for its life, and say so once."""
-    global _sampler_off
+    (3.13 before 3.13.18), stop Dask's statistical profiler in this process
+    for its life (and in ``worker``'s task threads), and say so once."""
+    global _watchers_parked
     import platform
 
     import dask
 
-    if _sampler_off or not _backend.CURRENT_FRAMES_CRASHES:
+    if not _backend.CURRENT_FRAMES_CRASHES:
         return
     if not dask.config.get("distributed.worker.profile.enabled"):
         return
-    # The worker samples its task threads from two periodic callbacks.
-    # They are removed, not only stopped: a worker that is still starting
-    # starts its callbacks after its plugins.
-    for name in ("profile", "profile-cycle"):
-        callback = worker.periodic_callbacks.pop(name, None)
-        if callback is not None:
-            callback.stop()
-    # A thread samples the event loop (distributed.profile.watch), only
-    # ever under this lock: holding it for good parks that thread.
+    # Every Dask server (scheduler, nanny, worker) has a thread sample its
+    # event loop (distributed.profile.watch), only ever under this lock:
+    # holding it for good parks those threads, and nothing else takes it.
     from distributed import profile
 
-    profile.lock.acquire()
-    _sampler_off = True
-    _log.warning(
-        "Dask's statistical profiler is switched off in worker %s: it calls "
-        "sys._current_frames(), which crashes CPython %s while isolates run "
-        "(fixed in 3.13.18)",
-        worker.address,
-        platform.python_version(),
-    )
+    with _watchers_lock:
+        parked_now = not _watchers_parked
+        if parked_now:
+            profile.lock.acquire()
+            _watchers_parked = True
+    stopped = False
+    if worker is not None:
+        # A worker also samples its task threads from two periodic callbacks.
+        # They are removed, not only stopped: a worker that is still starting
+        # starts its callbacks after its plugins.
+        for name in ("profile", "profile-cycle"):
+            callback = worker.periodic_callbacks.pop(name, None)
+            if callback is not None:
+                callback.stop()
+                stopped = True
+    if stopped:
+        _log.warning(_SAMPLER_OFF, f"worker {worker.address}", platform.python_version())
+    elif parked_now and worker is None:
+        _log.warning(_SAMPLER_OFF, "this process", platform.python_version())
 
 
 class _WorkerPools(WorkerPlugin):
@@ -222,6 +233,9 @@ class ClusterPool(_ExecutorFace):
     ) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"expected a dask.distributed.Client, not {type(client).__name__}")
+        # A LocalCluster's scheduler and nannies sample in this process, where
+        # isolates may run too.
+        _switch_off_sampler()
         self._client = client
         self._plugin = _WorkerPools(f"subiso-{uuid.uuid4().hex}", isolates_per_worker, isolation)
         client.register_plugin(self._plugin, name=self._plugin.name)

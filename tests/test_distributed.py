@@ -7,6 +7,8 @@ import contextlib
 import itertools
 import logging
 import os
+import subprocess
+import sys
 import threading
 
 import helpers
@@ -187,6 +189,51 @@ def test_dask_profiler_is_switched_off_only_where_it_crashes():
     else:
         assert sampling == {True}
         assert said == []
+
+
+_ISOLATES_BESIDE_A_LOCAL_CLUSTER = """
+import logging, sys
+import dask, distributed, subiso
+from subiso.distributed import ClusterPool
+sys.path.insert(0, sys.argv[1])
+import helpers
+
+logging.basicConfig(format="%(name)s: %(message)s")
+dask.config.set({"distributed.worker.profile.interval": "1ms"})
+if __name__ == "__main__":
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1",
+            dashboard_address=":0", worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        ClusterPool(client, isolates_per_worker=1) as pool,
+    ):
+        assert pool.submit(helpers.square, 3).result(timeout=60) == 9
+        # The scheduler and the nanny sample this process, where isolates compute.
+        with subiso.Pool(2) as local:
+            n = 200_000
+            assert list(local.map(helpers.busy_sum, [n] * 64)) == [n * (n - 1) // 2] * 64
+    print("done")
+"""
+
+
+def test_isolates_beside_a_local_cluster_survive_its_sampler(tmp_path):
+    from subiso import _backend
+
+    script = tmp_path / "beside.py"
+    script.write_text(_ISOLATES_BESIDE_A_LOCAL_CLUSTER)
+    ran = subprocess.run(
+        [sys.executable, str(script), os.path.dirname(helpers.__file__)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout == "done\n"
+    said_here = "switched off in this process" in ran.stderr
+    assert said_here == _backend.CURRENT_FRAMES_CRASHES, ran.stderr[-3000:]
 
 
 def _subiso_plugins(dask_worker=None):
