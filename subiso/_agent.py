@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from time import monotonic as _monotonic
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from . import _backend
 from ._backend import EMPTY
@@ -167,8 +167,8 @@ def _answer(reply: SendPort, query: Callable[[Any], Any] | None, state: Any) -> 
 # -- the handle ---------------------------------------------------------------
 
 
-class Agent:
-    """A handle on state kept in its own isolate."""
+class Agent[S]:
+    """A handle on state (of type ``S``) kept in its own isolate."""
 
     def __init__(self, isolate: Isolate, inbox: SendPort, events: ReceivePort) -> None:
         self._isolate = isolate
@@ -208,7 +208,7 @@ class Agent:
         return isolate, events
 
     @classmethod
-    def _ready(cls, isolate: Isolate, events: ReceivePort, first: Any) -> Agent:
+    def _ready(cls, isolate: Isolate, events: ReceivePort, first: Any) -> Agent[S]:
         # The events port is the isolate's exit listener: waiting on it for
         # the first message cannot outlast the isolate.
         if isinstance(first, _Ready):
@@ -220,7 +220,9 @@ class Agent:
         raise BrokenIsolateError("the agent's isolate exited while it was being built")
 
     @classmethod
-    def create(cls, factory: Callable[..., Any], *args: Any, isolation: str = "isolated") -> Agent:
+    def create[*Ts](
+        cls, factory: Callable[[*Ts], S], *args: *Ts, isolation: str = "isolated"
+    ) -> Agent[S]:
         """Build ``factory(*args)`` inside a new isolate and return its agent.
 
         Raises:
@@ -232,9 +234,9 @@ class Agent:
         return cls._ready(isolate, events, events.receive())
 
     @classmethod
-    async def create_async(
-        cls, factory: Callable[..., Any], *args: Any, isolation: str = "isolated"
-    ) -> Agent:
+    async def create_async[*Ts](
+        cls, factory: Callable[[*Ts], S], *args: *Ts, isolation: str = "isolated"
+    ) -> Agent[S]:
         """``create`` for asyncio."""
         isolate, events = cls._start(factory, args, isolation)
         return cls._ready(isolate, events, await events.receive_async())
@@ -366,7 +368,7 @@ class Agent:
 
     # -- the surface ----------------------------------------------------------------
 
-    def update(self, fn: Callable[[Any], Any]) -> None:
+    def update(self, fn: Callable[[S], S]) -> None:
         """Replace the state with ``fn(state)`` in the agent's isolate; returns at once.
 
         Updates apply in the order sent; after one raises, later ones are
@@ -380,9 +382,11 @@ class Agent:
         self._check()
         self._inbox.send(_Update(fn))
 
-    def read(
-        self, query: Callable[[Any], Any] | None = None, *, timeout: float | None = None
-    ) -> Any:
+    @overload
+    def read(self, query: None = None, *, timeout: float | None = None) -> S: ...
+    @overload
+    def read[R](self, query: Callable[[S], R], *, timeout: float | None = None) -> R: ...
+    def read(self, query: Callable[[S], Any] | None = None, *, timeout: float | None = None) -> Any:
         """Return ``query(state)``, or the state itself, from the agent's isolate.
 
         Raises:
@@ -401,8 +405,14 @@ class Agent:
             finally:
                 self._forget(port)
 
+    @overload
+    async def read_async(self, query: None = None, *, timeout: float | None = None) -> S: ...
+    @overload
+    async def read_async[R](
+        self, query: Callable[[S], R], *, timeout: float | None = None
+    ) -> R: ...
     async def read_async(
-        self, query: Callable[[Any], Any] | None = None, *, timeout: float | None = None
+        self, query: Callable[[S], Any] | None = None, *, timeout: float | None = None
     ) -> Any:
         """``read`` for asyncio."""
         self._check()
@@ -433,7 +443,7 @@ class Agent:
             generation = self._generation
         self._inbox.send(_Reset(generation))
 
-    def exit(self, *, timeout: float | None = None) -> Any:
+    def exit(self, *, timeout: float | None = None) -> S:
         """End the agent once it has applied what was sent before, and return
         its final state.
 
@@ -472,7 +482,8 @@ class Agent:
                 with self._lock:
                     self._end("the agent has exited")
                 self._release()
-            return self._answered(message)
+            state: S = self._answered(message)
+            return state
 
     def kill(self) -> None:
         """Stop the agent at once; its state is lost. Idempotent."""

@@ -167,24 +167,26 @@ class Isolate:
         return isolate
 
     @staticmethod
-    def run(
-        computation: Callable[[], Any],
+    def run[R](
+        computation: Callable[[], R],
         *,
         debug_name: str | None = None,
         isolation: str = "isolated",
-    ) -> Any:
+    ) -> R:
         """Dart's ``Isolate.run``: ``computation()`` in a fresh isolate."""
-        return drive(_running(computation, (), {}, debug_name, isolation))
+        result: R = drive(_running(computation, (), {}, debug_name, isolation))
+        return result
 
     @staticmethod
-    async def run_async(
-        computation: Callable[[], Any],
+    async def run_async[R](
+        computation: Callable[[], R],
         *,
         debug_name: str | None = None,
         isolation: str = "isolated",
-    ) -> Any:
+    ) -> R:
         """Dart's ``Isolate.run`` for asyncio."""
-        return await drive_async(_running(computation, (), {}, debug_name, isolation))
+        result: R = await drive_async(_running(computation, (), {}, debug_name, isolation))
+        return result
 
     @staticmethod
     def current() -> Isolate:

@@ -133,8 +133,9 @@ class PoolStats:
     replaced: int
 
 
-class Task(Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` for work on a pool; also awaitable.
+class Task[T](Future[T]):
+    """A ``concurrent.futures.Future`` for work on a pool; also awaitable
+    (``await task`` gives its result, typed as the callable's return).
 
     ``cancel()`` also cancels a task that is running: its isolate is killed
     and replaced.
@@ -146,7 +147,7 @@ class Task(Future):  # type: ignore[type-arg]
         self.priority = priority
         self._worker: _Worker | None = None
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         if not self.done():
             timeout = self._pool.wait_for(self, timeout)
         return super().result(timeout)
@@ -177,7 +178,7 @@ class Task(Future):  # type: ignore[type-arg]
         self.set_running_or_notify_cancel()
         return True
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         import asyncio
 
         return asyncio.wrap_future(self).__await__()
@@ -234,7 +235,7 @@ _POOL_GONE = _Wake(True)
 
 # Tasks whose workers ended them, each with its result's kind and payload
 # (decoded once no lock is held).
-_Outcomes = collections.deque[tuple["Task", str, "Any"]]
+_Outcomes = collections.deque[tuple["Task[Any]", str, "Any"]]
 
 
 class _Queued(NamedTuple):
@@ -242,14 +243,14 @@ class _Queued(NamedTuple):
 
     priority: int
     order: int
-    task: Task
+    task: Task[Any]
     item: tuple[Any, ...]
 
 
 class _Ending(NamedTuple):
     """How a task ends, decided under the lock and applied after it."""
 
-    task: Task
+    task: Task[Any]
     error: BaseException | None
     value: Any = None
 
@@ -261,7 +262,7 @@ class _Worker:
         self.index = index
         self.isolate = isolate
         self.inbox: SendPort | None = None  # known once the worker says it is ready
-        self.task: Task | None = None
+        self.task: Task[Any] | None = None
         self.done = 0
         self.retiring = False  # asked to stop: not replaced unless work remains
         self.killed = False  # killed to cancel its task: replaced
@@ -366,36 +367,38 @@ class _ExecutorFace(Executor):
     """What Pool and ClusterPool share: ``submit``, ``run_async`` and ``map``,
     all built on ``execute``."""
 
-    def execute(
+    def execute[R](
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         priority: Priority = Priority.REGULAR,
-    ) -> Task:
+    ) -> Task[R]:
         raise NotImplementedError
 
     def _batch_size(self, chunksize: int, calls: int) -> int:
         """Calls per task for ``map``."""
         return chunksize
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task:
+    def submit[**P, R](self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         """Queue ``fn(*args, **kwargs)`` at regular priority (the Executor API)."""
         return self.execute(fn, args, kwargs)
 
-    async def run_async(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def run_async[**P, R](
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         """Run ``fn(*args, **kwargs)`` on the pool and await its result."""
         return await self.submit(fn, *args, **kwargs)
 
-    def map(
+    def map[R](
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
         buffersize: int | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[R]:
         """``Executor.map``: results in order, each call's exception at its place.
 
         Calls travel in batches of ``chunksize``; with ``chunksize=1`` and no
@@ -447,7 +450,7 @@ class _ExecutorFace(Executor):
         they are, or any time after, cancels them, as closing or dropping a
         paused generator runs its ``finally``. One that has not started yet
         would not run it."""
-        tasks: collections.deque[Task] = collections.deque()
+        tasks: collections.deque[Task[Any]] = collections.deque()
         try:
             for submitted in itertools.islice(batches, buffersize):
                 tasks.append(self.submit(_run_batch, fn, submitted))
@@ -469,7 +472,7 @@ class _ExecutorFace(Executor):
                 task.cancel()
 
 
-def _result_or_cancel(task: Task, timeout: float | None) -> Any:
+def _result_or_cancel(task: Task[Any], timeout: float | None) -> Any:
     """``task.result(timeout)``; a task that is not done by then is cancelled."""
     try:
         try:
@@ -500,7 +503,7 @@ def _again(error: BrokenIsolateError) -> BrokenIsolateError:
     return again
 
 
-def _end(task: Task, error: BaseException | None, value: Any = None) -> None:
+def _end(task: Task[Any], error: BaseException | None, value: Any = None) -> None:
     """Complete ``task``; its done-callbacks run here, so never under a lock."""
     try:
         if error is None:
@@ -547,7 +550,7 @@ class _Core:
         self.shutdown_requested = False
         self.broken: BrokenIsolateError | None = None
         # -- a set's own operations are atomic; tasks leave it once they are done:
-        self._unfinished: set[Task] = set()
+        self._unfinished: set[Task[Any]] = set()
         # -- the collector's (and, before it starts, the constructor's):
         self.next_index = itertools.count()
         self.results = ReceivePort(f"pool {name}")
@@ -556,9 +559,9 @@ class _Core:
         self.role = threading.Lock()
         self.mail: collections.deque[_InitFailed | _Exited | _Wake] = collections.deque()
         # The task whose waiting thread takes results (wait_for), under the lock.
-        self.leader: Task | None = None
+        self.leader: Task[Any] | None = None
         self.leader_thread = 0
-        self.followers: dict[Task, int] = {}  # the tasks other threads wait for, and how many
+        self.followers: dict[Task[Any], int] = {}  # the tasks other threads wait for, and how many
         # What wakes the collector for its mail, and the leader for its task.
         # Rung under the lock; recycled once the collector has ended and no
         # leader waits on its bell (bells_open then turns False).
@@ -614,7 +617,7 @@ class _Core:
 
     # -- user threads -------------------------------------------------------------------
 
-    def execute(self, task: Task, item: tuple[Any, ...]) -> None:
+    def execute(self, task: Task[Any], item: tuple[Any, ...]) -> None:
         with self.lock:
             if self.broken is not None:
                 raise _again(self.broken)
@@ -630,13 +633,13 @@ class _Core:
                 if self.idle and self.idle[-1] is worker:
                     break  # it could take none
 
-    def _forget_queued(self, task: Task) -> None:
+    def _forget_queued(self, task: Task[Any]) -> None:
         """A queued task was cancelled (it leaves the queue when its turn comes)."""
         with self.lock:
             self.counts["cancelled"] += 1
         self._unfinished.discard(task)
 
-    def _cancel_running(self, task: Task) -> bool:
+    def _cancel_running(self, task: Task[Any]) -> bool:
         with self.lock:
             worker = task._worker
             if worker is None or worker.task is not task:
@@ -794,7 +797,7 @@ class _Core:
         else:
             self.mail.append(self.read(message))
 
-    def _end_outcome(self, task: Task, kind: str, payload: Any) -> None:
+    def _end_outcome(self, task: Task[Any], kind: str, payload: Any) -> None:
         if kind == _VALUE:
             _end(task, None, payload)
         elif kind == _ERROR:
@@ -823,7 +826,7 @@ class _Core:
                     return
             results._wait(None, self.collector_bell[0], mail.__len__)  # type: ignore[arg-type]
 
-    def wait_for(self, task: Task, timeout: float | None) -> float | None:
+    def wait_for(self, task: Task[Any], timeout: float | None) -> float | None:
         """Wait until ``task`` is done or ``timeout`` passes; the time left.
 
         One waiting thread at a time takes results itself, with no hop
@@ -872,7 +875,7 @@ class _Core:
             with task._condition:
                 task._condition.notify_all()
 
-    def _lead(self, task: Task, deadline: float | None) -> None:
+    def _lead(self, task: Task[Any], deadline: float | None) -> None:
         """Take results until ``task`` is done or ``deadline`` passes. Before
         parking it looks at the port for a while, as a receiver spins (a
         result that comes back within microseconds is taken without sleeping)."""
@@ -904,7 +907,7 @@ class _Core:
         except PortClosedError:
             pass  # the pool's isolates are gone, and with them every unfinished task
 
-    def settled(self, task: Task) -> None:
+    def settled(self, task: Task[Any]) -> None:
         """``task`` is done: if a thread that waits for it parks on the results
         port, wake it."""
         if self.leader is task and self.leader_thread != threading.get_ident():
@@ -950,7 +953,7 @@ class _Core:
         elif message.pool_gone:
             self.shutdown(wait=False, cancel_futures=False)
 
-    def _finish(self, index: int, ok: bool) -> Task | None:
+    def _finish(self, index: int, ok: bool) -> Task[Any] | None:
         """A worker ended its task: the task, to be ended; the worker's next."""
         with self.lock:
             worker = self.workers.get(index)
@@ -1134,14 +1137,14 @@ class Pool(_ExecutorFace):
 
     # -- tasks ----------------------------------------------------------------------
 
-    def execute(
+    def execute[R](
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         priority: Priority = Priority.REGULAR,
-    ) -> Task:
+    ) -> Task[R]:
         """Queue ``fn(*args, **kwargs)`` at ``priority``; return its Task.
 
         Raises:
@@ -1154,7 +1157,7 @@ class Pool(_ExecutorFace):
             raise TypeError(f"{fn!r} is not callable")
         priority = Priority(priority)
         item = self._encode_task(fn, tuple(args), kwargs)
-        task = Task(self._core, priority)
+        task: Task[R] = Task(self._core, priority)
         try:
             self._core.execute(task, item)
         except BaseException:

@@ -115,7 +115,7 @@ def _kill(control: Any, terminate: Capability) -> None:
         pass  # the isolate is gone already: nothing to stop
 
 
-def run(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+def run[**P, R](fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run ``fn(*args, **kwargs)`` in a fresh isolate and return its result.
 
     The isolate is used for this call only and is gone afterwards.
@@ -126,19 +126,23 @@ def run(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         Exception: what ``fn`` raised, as its own type when it can be sent
             back, with the remote traceback as a ``RemoteError`` ``__cause__``.
     """
-    return drive(_running(fn, args, kwargs, None, "isolated"))
+    result: R = drive(_running(fn, args, kwargs, None, "isolated"))
+    return result
 
 
-async def run_async(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+async def run_async[**P, R](fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """``run`` for asyncio: never blocks the event loop, even for a huge result."""
-    return await drive_async(_running(fn, args, kwargs, None, "isolated"))
+    result: R = await drive_async(_running(fn, args, kwargs, None, "isolated"))
+    return result
 
 
-def compute(callback: Callable[[Any], Any], message: Any) -> Any:
+def compute[M, R](callback: Callable[[M], R], message: M) -> R:
     """Flutter's ``compute``: ``run(callback, message)``."""
-    return drive(_running(callback, (message,), {}, None, "isolated"))
+    result: R = drive(_running(callback, (message,), {}, None, "isolated"))
+    return result
 
 
-async def compute_async(callback: Callable[[Any], Any], message: Any) -> Any:
+async def compute_async[M, R](callback: Callable[[M], R], message: M) -> R:
     """Flutter's ``compute`` for asyncio."""
-    return await drive_async(_running(callback, (message,), {}, None, "isolated"))
+    result: R = await drive_async(_running(callback, (message,), {}, None, "isolated"))
+    return result

@@ -100,7 +100,7 @@ class _WorkerPools(WorkerPlugin):
         self.isolates_per_worker = isolates_per_worker
         self.isolation = isolation
         self.pool: Pool | None = None  # these three are made on the worker (setup)
-        self.running: dict[str, Task] = {}
+        self.running: dict[str, Task[Any]] = {}
         self.lock: Any = None
 
     def setup(self, worker: Any) -> None:
@@ -174,7 +174,7 @@ def _stats_on_worker(plugin_name: str, dask_worker: Any = None) -> dict[str, int
     return dict(vars(plugin.pool.stats()))
 
 
-class ClusterTask(Task):
+class ClusterTask[T](Task[T]):
     """A ``concurrent.futures.Future`` for work on a ClusterPool; also awaitable."""
 
     def __init__(self, pool: ClusterPool, priority: Priority, key: str) -> None:
@@ -240,21 +240,21 @@ class ClusterPool(_ExecutorFace):
         self._plugin = _WorkerPools(f"subiso-{uuid.uuid4().hex}", isolates_per_worker, isolation)
         client.register_plugin(self._plugin, name=self._plugin.name)
         self._lock = threading.Lock()
-        self._tasks: set[ClusterTask] = set()
+        self._tasks: set[ClusterTask[Any]] = set()
         self._shutdown = False
         self._leave_with_last = False  # the last task to settle unregisters the plugin
         self._unregistered = False
         self._left = threading.Event()  # set once the plugin was taken away
         self._counts = {"completed": 0, "failed": 0, "cancelled": 0}
 
-    def execute(
+    def execute[R](
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         priority: Priority = Priority.REGULAR,
-    ) -> ClusterTask:
+    ) -> ClusterTask[R]:
         """Queue ``fn(*args, **kwargs)`` on the cluster at ``priority``.
 
         Raises:
@@ -264,7 +264,7 @@ class ClusterPool(_ExecutorFace):
             raise TypeError(f"{fn!r} is not callable")
         priority = Priority(priority)
         key = f"subiso-{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
-        task = ClusterTask(self, priority, key)
+        task: ClusterTask[R] = ClusterTask(self, priority, key)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -284,7 +284,7 @@ class ClusterPool(_ExecutorFace):
         task._dask.add_done_callback(lambda future: self._settle(task, future))
         return task
 
-    def _settle(self, task: ClusterTask, future: Any) -> None:
+    def _settle(self, task: ClusterTask[Any], future: Any) -> None:
         try:
             self._complete(task, future)
         finally:
@@ -294,7 +294,7 @@ class ClusterPool(_ExecutorFace):
             if last:
                 self._unregister()
 
-    def _complete(self, task: ClusterTask, future: Any) -> None:
+    def _complete(self, task: ClusterTask[Any], future: Any) -> None:
         if future.status == "cancelled":
             task._settle_cancelled()
             return
@@ -311,7 +311,7 @@ class ClusterPool(_ExecutorFace):
             task.set_result(result)
             self._counts["completed"] += 1
 
-    def _cancel(self, task: ClusterTask) -> None:
+    def _cancel(self, task: ClusterTask[Any]) -> None:
         self._counts["cancelled"] += 1
         if task._dask is not None:
             self._client.cancel(task._dask)  # type: ignore[no-untyped-call]
