@@ -120,11 +120,13 @@ class SubinterpreterImportError(ImportError, IsolateError):
     """
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_subinterpreter_import_error, (str(self), self.name))
+        return (_subinterpreter_import_error, (str(self), self.name, self.path))
 
 
-def _subinterpreter_import_error(message: str, name: str | None) -> SubinterpreterImportError:
-    return SubinterpreterImportError(message, name=name)
+def _subinterpreter_import_error(
+    message: str, name: str | None, path: str | None = None
+) -> SubinterpreterImportError:
+    return SubinterpreterImportError(message, name=name, path=path)
 
 
 # CPython's refusals ("module X <words>"), each with what to do about it.
@@ -150,12 +152,23 @@ def explain_import_refusal(error: BaseException) -> BaseException:
         return error
     text = str(error)
     for words, advice in _REFUSALS:
-        if words in text:
-            named = text.partition(words)[0].split()  # ["module", "'X'"]
-            module = named[-1].strip("'\"") if len(named) >= 2 else None
-            explained = SubinterpreterImportError(f"{text} ({advice})", name=error.name or module)
-            explained.__traceback__ = error.__traceback__
-            return explained
+        at = text.find(words)
+        if at < 0:
+            continue
+        # CPython's sentence, "module X <words>", may come inside a package's
+        # own text (numpy wraps it in a page of advice): it goes first, with
+        # what to do, and the package's text stays in the cause.
+        start = text.rfind("module ", 0, at)
+        start = 0 if start < 0 else start
+        sentence = text[start : at + len(words)]
+        module = sentence.split()[1].strip("'\"") if len(sentence.split()) > 2 else None
+        explained = SubinterpreterImportError(
+            f"{sentence}: {advice}", name=module or error.name, path=error.path
+        )
+        if (text[:start] + text[at + len(words) :]).strip():
+            explained.__cause__ = error
+        explained.__traceback__ = error.__traceback__
+        return explained
     return error
 
 

@@ -148,6 +148,20 @@ def test_every_wording_of_a_refusal_is_explained(message, module, advice):
     assert explain_import_refusal(plain) is plain
 
 
+def test_a_wrapped_refusal_says_what_to_do_first_and_keeps_the_original_as_cause():
+    with pytest.raises(SubinterpreterImportError) as info:
+        subiso.run(lambda: __import__("wraps_a_refusal"))
+    error = info.value
+    assert error.name == "_testsinglephase"
+    assert str(error).startswith(
+        "module _testsinglephase does not support loading in subinterpreters: "
+        "isolated interpreters refuse it"
+    )
+    assert "IMPORTANT" not in str(error)  # the package's own text is the cause's
+    assert "IMPORTANT: PLEASE READ THIS" in error.__cause__.stack_description
+    assert "Original error was" in error.__cause__.stack_description
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 14), reason="3.13's _curses loads in any number of legacy interpreters"
 )
