@@ -174,6 +174,13 @@ def name_lookup(name):
     return subiso.IsolateNameServer.lookup_port_by_name(name)
 
 
+def register_own_port(name):
+    """In an isolate: register a port of its own under ``name``, and end."""
+    import subiso
+
+    return subiso.IsolateNameServer.register_port_with_name(subiso.ReceivePort().send_port, name)
+
+
 def name_register(args):
     import subiso
 

@@ -42,6 +42,18 @@ def test_concurrent_registration_has_one_winner():
         subiso.IsolateNameServer.remove_port_name_mapping("race")
 
 
+def test_a_mapping_outlives_its_isolate_until_removed():
+    # As in Dart: the registry does not watch isolates (README).
+    assert subiso.run(helpers.register_own_port, "outlives")
+    try:
+        stale = subiso.IsolateNameServer.lookup_port_by_name("outlives")
+        assert isinstance(stale, subiso.SendPort)
+        stale.send("dropped")  # as on any closed port
+    finally:
+        assert subiso.IsolateNameServer.remove_port_name_mapping("outlives")
+    assert subiso.IsolateNameServer.lookup_port_by_name("outlives") is None
+
+
 def test_host_call_runs_in_the_main_interpreter():
     main_thread_ids = set()
 
