@@ -146,6 +146,8 @@ class Task[T](Future[T]):
         self._pool = pool  # the pool's core: a task does not keep its Pool alive
         self.priority = priority
         self._worker: _Worker | None = None
+        self._calls = 1  # the calls it stands for in stats(): a map batch's size
+        self._batch = False  # a map batch: its result holds each call's outcome
 
     def result(self, timeout: float | None = None) -> T:
         if not self.done():
@@ -385,6 +387,12 @@ class _ExecutorFace(Executor):
         """Queue ``fn(*args, **kwargs)`` at regular priority (the Executor API)."""
         return self.execute(fn, args, kwargs)
 
+    def _submit_batch(
+        self, fn: Callable[..., Any], calls: tuple[tuple[Any, ...], ...]
+    ) -> Task[list[tuple[Any, ...]]]:
+        """Queue one task for a batch of ``map``'s calls."""
+        return self.submit(_run_batch, fn, calls)
+
     async def run_async[**P, R](
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
@@ -453,12 +461,12 @@ class _ExecutorFace(Executor):
         tasks: collections.deque[Task[Any]] = collections.deque()
         try:
             for submitted in itertools.islice(batches, buffersize):
-                tasks.append(self.submit(_run_batch, fn, submitted))
+                tasks.append(self._submit_batch(fn, submitted))
             yield None
             while tasks:
                 batch = next(batches, None)
                 if batch is not None:
-                    tasks.append(self.submit(_run_batch, fn, batch))
+                    tasks.append(self._submit_batch(fn, batch))
                 remaining = None if deadline is None else deadline - time.monotonic()
                 # Popped, not iterated over: the iterator keeps no result it yielded.
                 outcomes: list[tuple[Any, ...]] = _result_or_cancel(tasks.popleft(), remaining)
@@ -636,7 +644,7 @@ class _Core:
     def _forget_queued(self, task: Task[Any]) -> None:
         """A queued task was cancelled (it leaves the queue when its turn comes)."""
         with self.lock:
-            self.counts["cancelled"] += 1
+            self.counts["cancelled"] += task._calls
         self._unfinished.discard(task)
 
     def _cancel_running(self, task: Task[Any]) -> bool:
@@ -644,7 +652,7 @@ class _Core:
             worker = task._worker
             if worker is None or worker.task is not task:
                 return False  # not running, or its end is already decided
-            self.counts["cancelled"] += 1
+            self.counts["cancelled"] += task._calls
             worker.task = None
             worker.killed = True
         worker.isolate.kill(IMMEDIATE)  # the collector replaces it when it has exited
@@ -717,7 +725,7 @@ class _Core:
             task = heapq.heappop(self.queue).task
             if task.set_running_or_notify_cancel():
                 endings.append(_Ending(task, error))
-                self.counts["failed"] += 1
+                self.counts["failed"] += task._calls
 
     # -- taking results: the collector, and threads that wait ------------------------
 
@@ -799,6 +807,7 @@ class _Core:
 
     def _end_outcome(self, task: Task[Any], kind: str, payload: Any) -> None:
         if kind == _VALUE:
+            self._count_batch(task, payload)
             _end(task, None, payload)
         elif kind == _ERROR:
             _end(task, decode_exception(payload))
@@ -807,11 +816,22 @@ class _Core:
                 value = decode(payload)
             except BaseException as error:  # unpickling may run anything: the task's own fault
                 with self.lock:
-                    self.counts["completed"] -= 1
-                    self.counts["failed"] += 1
+                    self.counts["completed"] -= task._calls
+                    self.counts["failed"] += task._calls
                 _end(task, _result_error(error))
             else:
+                self._count_batch(task, value)
                 _end(task, None, value)
+
+    def _count_batch(self, task: Task[Any], outcomes: Any) -> None:
+        """A map batch completed as a task; the calls in it that raised failed."""
+        if not task._batch:
+            return
+        failed = sum(1 for outcome in outcomes if outcome[0] == "err")
+        if failed:
+            with self.lock:
+                self.counts["completed"] -= failed
+                self.counts["failed"] += failed
 
     def collect(self) -> None:
         """The collector's loop: take and act while nobody else does, handle
@@ -962,7 +982,7 @@ class _Core:
             task, worker.task = worker.task, None
             worker.done += 1
             if task is not None:
-                self.counts["completed" if ok else "failed"] += 1
+                self.counts["completed" if ok else "failed"] += task._calls
             if self.max_tasks is not None and worker.done >= self.max_tasks:
                 self._retire(worker)
             else:
@@ -1001,7 +1021,7 @@ class _Core:
             if task is not None:
                 died = BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
                 endings.append(_Ending(task, died))
-                self.counts["failed"] += 1
+                self.counts["failed"] += task._calls
             if self.broken is not None:
                 self._fail_queued(_again(self.broken), endings)
                 if not self.workers:
@@ -1063,7 +1083,7 @@ class _Core:
             for worker in workers:
                 worker.task = None
             failing = list(self._unfinished)
-            self.counts["failed"] += len(failing)
+            self.counts["failed"] += sum(task._calls for task in failing)
         _log.error(
             "taking the results of pool %s failed; its tasks fail with BrokenServiceError",
             self.name,
@@ -1153,11 +1173,28 @@ class Pool(_ExecutorFace):
             BrokenIsolateError: the pool's initializer failed.
             BrokenServiceError: the pool's collector failed (a BrokenIsolateError).
         """
+        return self._execute(fn, tuple(args), kwargs, Priority(priority))
+
+    def _submit_batch(
+        self, fn: Callable[..., Any], calls: tuple[tuple[Any, ...], ...]
+    ) -> Task[list[tuple[Any, ...]]]:
+        # stats() counts each call of the batch.
+        return self._execute(_run_batch, (fn, calls), None, Priority.REGULAR, batch=len(calls))
+
+    def _execute[R](
+        self,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        priority: Priority,
+        batch: int | None = None,
+    ) -> Task[R]:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        priority = Priority(priority)
-        item = self._encode_task(fn, tuple(args), kwargs)
+        item = self._encode_task(fn, args, kwargs)
         task: Task[R] = Task(self._core, priority)
+        if batch is not None:
+            task._calls, task._batch = batch, True
         try:
             self._core.execute(task, item)
         except BaseException:

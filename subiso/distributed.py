@@ -29,7 +29,7 @@ from distributed.client import Client
 
 from . import _backend
 from ._exceptions import BrokenIsolateError
-from ._pool import Pool, PoolStats, Priority, Task, _ExecutorFace
+from ._pool import Pool, PoolStats, Priority, Task, _ExecutorFace, _run_batch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -141,7 +141,10 @@ def _run_on_worker(
     pool = plugin.pool
     if pool is None:
         raise RuntimeError("the subiso pool on this Dask worker has shut down")
-    task = pool.submit(fn, *args, **kwargs)
+    if fn is _run_batch:  # a batch of map's calls: stats() counts each
+        task: Task[Any] = pool._submit_batch(*args)
+    else:
+        task = pool.submit(fn, *args, **kwargs)
     with plugin.lock:
         torn_down = plugin.pool is None  # teardown did not see this task
         if not torn_down:

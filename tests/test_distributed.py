@@ -253,6 +253,15 @@ def test_two_pools_on_one_client_each_get_their_own_settings(client, pool):
     assert pool.submit(helpers.square, 5).result(timeout=T) == 25
 
 
+def test_stats_count_each_call_of_a_map(client):
+    with ClusterPool(client, isolates_per_worker=1) as pool:
+        assert list(pool.map(helpers.square, range(100), chunksize=8)) == [
+            i * i for i in range(100)
+        ]
+        assert pool.submit(helpers.square, 2).result(timeout=T) == 4
+        assert pool.stats().completed == 101
+
+
 def test_shutdown_without_waiting_leaves_once_the_last_task_is_done(client):
     before = client.run(_subiso_plugins)
     pool = ClusterPool(client, isolates_per_worker=1)

@@ -32,6 +32,21 @@ def test_submit_map_and_executor_api():
         assert stats.size == 2 and stats.completed >= 3 and stats.failed == 0 and stats.queued == 0
 
 
+def test_stats_count_calls_each_item_of_a_map_included():
+    with subiso.Pool(2) as pool:
+        assert list(pool.map(helpers.square, range(1000))) == [i * i for i in range(1000)]
+        assert list(pool.map(helpers.add, range(10), range(10), chunksize=3)) == [
+            2 * i for i in range(10)
+        ]
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9
+        assert (pool.stats().completed, pool.stats().failed) == (1011, 0)
+        # One batch of four calls, the fourth raises: three completed, one failed.
+        with pytest.raises(helpers.Boom):
+            list(pool.map(helpers.boom_on_three, range(4), chunksize=4))
+        stats = pool.stats()
+        assert (stats.completed, stats.failed, stats.cancelled) == (1014, 1, 0)
+
+
 def test_a_task_sees_its_callable_as_it_is_when_submitted():
     account = helpers.Account()
     values = [1]
