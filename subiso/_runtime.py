@@ -387,6 +387,10 @@ class Runtime:
             if self.exiting or self.job is not None or not self.job_ready.locked():
                 self.refused.append(request)  # teardown tells its sender
             else:
+                # Its capabilities hold from now on: a kill that comes right
+                # behind the start, before the isolate's thread took the job,
+                # must not be ignored (the call would run on for good).
+                self.pause_cap, self.terminate_cap = request.pause_cap, request.terminate_cap
                 self.job = request
                 self.job_ready.release()
         elif isinstance(request, Kill):
