@@ -273,6 +273,31 @@ else:
         return [entry[0] for entry in _interpreters.list_all()]
 
 
+def main_ended_in_interrupt() -> bool:
+    """At exit: the program ended in a KeyboardInterrupt nobody caught
+    (which CPython prints, and records as ``sys.last_exc``). Never in an
+    interactive session, where that is the last line's."""
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return False
+    return isinstance(getattr(sys, "last_exc", None), KeyboardInterrupt)
+
+
+def keep_interrupted_exit_status() -> None:
+    """At exit, once every isolate has ended. CPython 3.13 keeps one record,
+    for the whole process, that the main module ended in KeyboardInterrupt
+    (the process then ends as killed by SIGINT, as a shell expects), and the
+    run of any string (``exec``, ``eval``, a namedtuple or a dataclass made)
+    in any interpreter resets it: an isolate that starts or runs as the
+    process exits turns a Ctrl-C into exit status 1. The record is set again
+    the one way Python code can: a string whose run ends in KeyboardInterrupt.
+    3.14 keeps the record out of reach."""
+    if sys.version_info < (3, 14) and main_ended_in_interrupt():
+        try:
+            exec("raise KeyboardInterrupt")
+        except KeyboardInterrupt:
+            pass
+
+
 def current_interpreter_id() -> int:
     iid: int = _interpreters.get_current()[0]
     return iid

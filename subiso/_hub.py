@@ -40,8 +40,10 @@ Threads and what they may touch:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
 import sys
 import threading
 from collections import Counter, deque
@@ -208,6 +210,8 @@ class Hub:
         self.destroying = 0
         self.starting = 0  # threads in _start, in the books and not yet started
         self.closing = False
+        self.exited = False  # shutdown is done
+        self.joining: list[threading.Thread] = []  # by shutdown, in the main thread
         self.wanted = False  # see replenish
         self.queue = _backend.queue_create()
         self.rfd, self.wfd = _backend.waker_new()
@@ -220,6 +224,7 @@ class Hub:
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
         self.thread.start()
         threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
+        atexit.register(self.shutdown)
         if _backend.FORK_KILLS_CHILD and hasattr(os, "register_at_fork"):
             os.register_at_fork(before=_warn_before_fork)
 
@@ -506,17 +511,36 @@ class Hub:
     def shutdown(self) -> None:
         """At interpreter exit: let the layers above finish (a Pool's queued
         and running tasks complete, as in concurrent.futures), then kill
-        every isolate, join, destroy what is left."""
-        for hook in before_exit:
+        every isolate, join, destroy what is left.
+
+        A Ctrl-C stops the wait for work, as it would in a program; from
+        then on exit waits for the isolates to end, which no interrupt can
+        shorten: an interpreter finalized under a live thread aborts the
+        process. Runs once (threading's exit hook; atexit, should an
+        interrupt have kept threading from calling it)."""
+        if self.exited:
+            return
+        with _ExitInterrupts(self) as interrupts:
             try:
-                hook()
-            except BaseException:  # Ctrl-C while it waits too: what is left is killed
+                for hook in before_exit:
+                    try:
+                        hook()
+                    except Exception:
+                        _log.exception("exit could not wait for the work of isolates")
+            except BaseException:  # Ctrl-C while it waits: what is left is killed
                 _log.warning("exit stopped waiting for the work of isolates", exc_info=True)
+            interrupts.hold()
+            self._end_isolates()
+        self.exited = True
+        _backend.keep_interrupted_exit_status()
+
+    def _end_isolates(self) -> None:
         with self.lock:
             self.closing = True
             # A thread put in the books just before must start before it can be joined.
             self.changed.wait_for(lambda: self.starting == 0)
             booted = list(self.live.values())
+        self.joining = [each.thread for each in booted if each.thread is not None]
         for each in booted:
             try:
                 each.control.send(Kill(ANY_CAPABILITY, IMMEDIATE))
@@ -547,6 +571,49 @@ class Hub:
             zombies, self.zombies = self.zombies, []
         for zombie in zombies:
             _backend.interpreter_destroy(zombie.interp)
+
+
+class _ExitInterrupts:
+    """SIGINT while the process exits (a Python handler runs in the main
+    thread only, so elsewhere this does nothing). Until ``hold``, the first
+    interrupt goes to the handler that was there (KeyboardInterrupt, as a
+    rule); after that, an interrupt only says what exit waits for. The
+    handler runs between two bytecodes of the main thread: it takes no lock."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.raising = True
+        self.previous: Any = None
+
+    def __enter__(self) -> _ExitInterrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            return self  # ignored, or the default (the OS ends the process)
+        try:
+            signal.signal(signal.SIGINT, self._interrupted)
+        except KeyboardInterrupt:  # one was pending: it stops the wait for work
+            self.raising = False
+            signal.signal(signal.SIGINT, self._interrupted)
+        self.previous = handler
+        return self
+
+    def hold(self) -> None:
+        self.raising = False
+
+    def _interrupted(self, signum: int, frame: Any) -> None:
+        if self.raising:
+            self.raising = False  # once only: the handler may raise
+            self.previous(signum, frame)
+            return
+        threads = [thread.name for thread in self.hub.joining if thread.is_alive()]
+        if threads:
+            _log.warning("exit waits for isolates to end: %s", ", ".join(threads))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class Reaper:

@@ -96,7 +96,10 @@ _exiting = False
 def _at_exit() -> None:
     global _exiting
     _exiting = True
+    interrupted = _backend.main_ended_in_interrupt()
     for core in list(_running):
+        if interrupted:  # a Ctrl-C ended the program: it ends the work too
+            core.stop_all()
         core.shutdown(wait=True, cancel_futures=False)
 
 
@@ -577,7 +580,6 @@ class _Core:
         self.leader_bell = _backend.waker_new()
         self.bells_open = True
         self.collector_ended = False
-        self.all_gone = threading.Event()
         self.thread: threading.Thread | None = None
         self.pool_ref: weakref.ref[Pool] | None = None  # kept for its callback
 
@@ -688,8 +690,18 @@ class _Core:
             if task.cancelled() or task.cancel():  # (counted once, by Task.cancel)
                 task.set_running_or_notify_cancel()  # dequeued: wait() hears it now
         if wait and self.thread is not None and self.thread is not threading.current_thread():
-            self.all_gone.wait()  # (from a done-callback on the collector: it cannot wait)
+            # (Not from a done-callback on the collector: it cannot wait for
+            # itself.) A join is one call into C: a Ctrl-C cannot leave it
+            # half done, as it can a Condition's wait.
             self.thread.join()
+
+    def stop_all(self) -> None:
+        """Cancel every task, queued or running, and take no more."""
+        self.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            running = [w.task for w in self.workers.values() if w.task is not None]
+        for task in running:
+            task.cancel()
 
     # -- under the lock -----------------------------------------------------------------
 
@@ -1113,7 +1125,6 @@ def _collect(core: _Core) -> None:
         with core.lock:
             core.collector_ended = True
             core.free_bells()
-        core.all_gone.set()
 
 
 class Pool(_ExecutorFace):
@@ -1248,6 +1259,13 @@ class Pool(_ExecutorFace):
         the isolates. With ``wait``, return once they are gone (at once if the
         pool's collector failed, or when called from a task's done-callback)."""
         self._core.shutdown(wait, cancel_futures)
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if isinstance(exc_value, KeyboardInterrupt):
+            # Ctrl-C stops the work, as it stops a ProcessPoolExecutor's
+            # workers (they get the signal too), instead of waiting for it.
+            self._core.stop_all()
+        self.shutdown(wait=True)
 
     def __repr__(self) -> str:
         name = f" {self.debug_name!r}" if self.debug_name else ""

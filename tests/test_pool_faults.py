@@ -483,3 +483,20 @@ def test_a_worker_killed_to_cancel_its_task_is_logged_as_information(caplog):
     assert said == [
         (logging.INFO, "the pool isolate p-0 was killed to cancel its task; a new one replaces it")
     ]
+
+
+def test_a_ctrl_c_in_a_pool_block_stops_its_work(ctrl_c):
+    """Ctrl-C stops a ProcessPoolExecutor's workers (they get the signal
+    too); a Pool's block stops its tasks the same way instead of waiting
+    for work that never ends."""
+    with subiso.ReceivePort() as port:
+        with pytest.raises(KeyboardInterrupt):
+            with subiso.Pool(2) as pool:
+                running = pool.submit(helpers.spin_forever, port.send_port)
+                others = [pool.submit(helpers.spin_forever, port.send_port) for _ in range(3)]
+                assert port.receive(timeout=T) == "spinning"
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                running.result(timeout=T)
+    assert running.cancelled()
+    assert all(task.cancelled() for task in others)
+    assert pool.stats().cancelled == 4

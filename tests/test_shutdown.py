@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 
@@ -144,3 +149,126 @@ def test_exit_while_a_spare_is_being_started_is_clean():
     assert "leaving" in result.stdout
     assert result.stderr == ""
     assert result.returncode == 0
+
+
+INTERRUPTED_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, sys, time
+    import subiso
+
+    mode, api = sys.argv[1], sys.argv[2]
+
+    def work(_=None):
+        os.write(1, b"started\\n")
+        if mode == "busy":
+            while True:
+                pass
+        time.sleep(1)  # one blocking C call: a kill waits for it
+
+    if api == "run":
+        subiso.run(work)
+    elif api == "map":
+        with subiso.Pool(2) as pool:
+            list(pool.map(work, range(2)))
+    elif api == "submit":  # no block: the pool lives until exit
+        subiso.Pool(2).submit(work).result()
+    else:
+        asyncio.run(subiso.run_async(work))
+    """
+)
+
+GAPS = (0.005, 0.02, 0.05, 0.1)
+
+
+@pytest.mark.parametrize("api", ["run", "map", "run_async"])
+@pytest.mark.parametrize("mode", ["busy", "sleeping"])
+def test_a_second_ctrl_c_while_exiting_is_survived(mode, api):
+    """Ctrl-C, then Ctrl-C again while the process leaves: it used to abort
+    in CPython ("Py_EndInterpreter: not the last thread") or hang in
+    threading's shutdown. Now exit waits for the isolates' blocking calls
+    and ends as a Ctrl-C does, with its exit status."""
+    with contextlib.ExitStack() as children:
+        started = []
+        for gap in GAPS:
+            child = children.enter_context(_interrupted_child(mode, api))
+            child.send_signal(signal.SIGINT)
+            time.sleep(gap)  # the gap between the two presses is the subject here
+            child.send_signal(signal.SIGINT)
+            started.append((gap, child))
+        for gap, child in started:
+            _check_interrupted_exit(child, f"second Ctrl-C {gap * 1000:g} ms later")
+
+
+@contextlib.contextmanager
+def _interrupted_child(mode, api):
+    with subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_SCRIPT, mode, api],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as child:
+        try:
+            assert child.stdout.readline() == "started\n"
+            yield child
+        finally:
+            if child.returncode is None:
+                child.kill()
+                child.communicate()
+
+
+def _check_interrupted_exit(child, what):
+    try:
+        _, stderr = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"exit hung: {what}") from None
+    context = f"{what}:\n{stderr}"
+    assert "Fatal Python error" not in stderr, context
+    assert child.returncode == -signal.SIGINT, context
+    assert "KeyboardInterrupt" in stderr, context
+    # A Ctrl-C in CPython's own exit code (printing the traceback, an atexit
+    # callback) is CPython's to report; none may come from subiso's.
+    for ignored in stderr.split("Exception ignored")[1:]:
+        assert "/subiso/" not in ignored.split("\n\n")[0], context
+
+
+@pytest.mark.parametrize("api", ["run", "map", "submit", "run_async"])
+def test_one_ctrl_c_ends_the_process_as_an_interrupt(api):
+    """One Ctrl-C ends the process, killed by SIGINT as without isolates.
+    A pool's work is stopped, not waited for (that took two more Ctrl-Cs).
+    On 3.13 an isolate starting as the process left reset CPython's record
+    of the unhandled KeyboardInterrupt, and the exit status became 1."""
+    with _interrupted_child("busy", api) as child:
+        child.send_signal(signal.SIGINT)
+        _check_interrupted_exit(child, "one Ctrl-C")
+
+
+SKIPPED_HOOK_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    sys.path.insert(0, {tests!r})
+    import helpers, subiso
+
+    port = subiso.ReceivePort()
+    subiso.Isolate.spawn(helpers.busy_entry, port.send_port)
+    assert port.receive(timeout=30) == "busy"
+
+    def interrupted():
+        raise KeyboardInterrupt  # as a Ctrl-C that lands before the hub's turn
+
+    threading._register_atexit(interrupted)  # (runs before the hub's hook)
+    print("leaving", flush=True)
+    """
+)
+
+
+def test_exit_ends_the_isolates_when_threading_never_calls_the_hub():
+    """A Ctrl-C that lands in threading's exit hooks before the hub's skips
+    them all: the isolates were left running and CPython aborted."""
+    script = SKIPPED_HOOK_SCRIPT.format(tests=str(Path(__file__).parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert "leaving" in result.stdout
+    assert "Fatal Python error" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
