@@ -109,10 +109,16 @@ def _running(
 
 
 def _kill(control: Any, terminate: Capability) -> None:
-    try:
-        control.send(Kill(terminate, IMMEDIATE))
-    except BaseException:
-        pass  # the isolate is gone already: nothing to stop
+    """Stop the isolate of a call that was interrupted or cancelled. A
+    second Ctrl-C while the kill is sent must not leave it running."""
+    while True:
+        try:
+            control.send(Kill(terminate, IMMEDIATE))
+            return
+        except KeyboardInterrupt:
+            continue  # (if the kill was posted already, a second one is harmless)
+        except BaseException:
+            return  # the isolate is gone already: nothing to stop
 
 
 def run[**P, R](fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -11,6 +11,8 @@ import pytest
 
 import subiso
 from subiso import _backend, _hub, _wire
+from subiso._ports import SendPort
+from subiso._runtime import Kill
 
 T = 60
 
@@ -104,6 +106,32 @@ def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
             subiso.run(helpers.announce_then_spin, port.send_port)
         helper.join(T)
         assert started.is_set()
+
+
+def test_a_second_ctrl_c_while_run_kills_its_isolate_still_kills_it(ctrl_c, monkeypatch):
+    send = SendPort.send
+    interrupted = []
+
+    def send_interrupted_once(self, message):
+        if isinstance(message, Kill) and not interrupted:
+            interrupted.append(message)
+            raise KeyboardInterrupt  # a second Ctrl-C, before the kill is posted
+        send(self, message)
+
+    monkeypatch.setattr(SendPort, "send", send_interrupted_once)
+    with subiso.ReceivePort() as port:
+
+        def interrupt_when_started():
+            assert port.receive(timeout=T) == "started"
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        helper = threading.Thread(target=interrupt_when_started)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            subiso.run(helpers.announce_then_spin, port.send_port)
+        helper.join(T)
+    assert interrupted
+    assert _hub.settle(T), "the isolate was left spinning"
 
 
 def test_a_ctrl_c_that_lands_as_run_starts_its_isolate_kills_it(monkeypatch):
