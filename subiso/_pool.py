@@ -170,17 +170,19 @@ class Task[T](Future[T]):
         self._pool.settled(self)
         return True
 
-    def _force_cancel(self) -> bool:
-        """Cancel a running task (its worker is being killed)."""
+    def _cancel_from(self, state: str) -> bool:
+        """``state`` -> cancelled, as an executor does a cancelled task it
+        dequeues: ``result()`` raises CancelledError, and ``wait()`` and
+        ``as_completed()`` wake too (they hear only of a notified
+        cancellation). False if the task has left ``state``."""
         with self._condition:
-            if self._state != "RUNNING":
+            if self._state != state:
                 return False
-            self._state = "PENDING"
-        if not super().cancel():
-            return False
-        # As an executor does for a cancelled task it dequeues: wait() and
-        # as_completed() see only a notified cancellation.
-        self.set_running_or_notify_cancel()
+            self._state = "CANCELLED_AND_NOTIFIED"
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -658,7 +660,7 @@ class _Core:
             worker.task = None
             worker.killed = True
         worker.isolate.kill(IMMEDIATE)  # the collector replaces it when it has exited
-        task._force_cancel()
+        task._cancel_from("RUNNING")  # (its worker is being killed)
         self._unfinished.discard(task)
         return True
 

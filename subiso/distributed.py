@@ -193,22 +193,9 @@ class ClusterTask[T](Task[T]):
         if self.done():
             return False
         self._pool._cancel(self)  # type: ignore[attr-defined]
-        # Dask may have settled it meanwhile, cancelled or with a result.
-        return self._settle_cancelled() or self.cancelled()
-
-    def _settle_cancelled(self) -> bool:
-        """Mark it cancelled, as an executor does a queued task it drops:
-        ``wait()`` and ``as_completed()`` wake too. False if Dask's outcome
-        came first (see _claim)."""
-        with self._condition:
-            if self._state != "PENDING":
-                return False
-            self._state = "CANCELLED_AND_NOTIFIED"
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
-            self._condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
-        return True
+        # Dask may have settled it meanwhile, cancelled or with a result
+        # (see _claim): then it is not PENDING.
+        return self._cancel_from("PENDING") or self.cancelled()
 
     def _claim(self) -> bool:
         """PENDING -> RUNNING, so that only Dask's outcome may follow."""
@@ -299,7 +286,7 @@ class ClusterPool(_ExecutorFace):
 
     def _complete(self, task: ClusterTask[Any], future: Any) -> None:
         if future.status == "cancelled":
-            task._settle_cancelled()
+            task._cancel_from("PENDING")
             return
         if not task._claim():
             return
