@@ -161,7 +161,8 @@ def explain_import_refusal(error: BaseException) -> BaseException:
         start = text.rfind("module ", 0, at)
         start = 0 if start < 0 else start
         sentence = text[start : at + len(words)]
-        module = sentence.split()[1].strip("'\"") if len(sentence.split()) > 2 else None
+        parts = sentence.split()
+        module = parts[1].strip("'\"") if len(parts) > 2 else None
         explained = SubinterpreterImportError(
             f"{sentence}: {advice}", name=module or error.name, path=error.path
         )
