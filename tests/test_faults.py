@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -91,20 +92,28 @@ def test_every_kill_ends_the_isolate(entry):
             assert iso.join(T)
 
 
+@contextlib.contextmanager
+def _ctrl_c_once_started(port):
+    """Ctrl-C (SIGINT to the main thread) once the isolate says "started"."""
+    started = threading.Event()
+
+    def interrupt_when_started():
+        assert port.receive(timeout=T) == "started"
+        started.set()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C does
+
+    helper = threading.Thread(target=interrupt_when_started)
+    helper.start()
+    try:
+        yield started
+    finally:
+        helper.join(T)
+
+
 def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
     with subiso.ReceivePort() as port:
-        started = threading.Event()
-
-        def interrupt_when_started():
-            assert port.receive(timeout=T) == "started"
-            started.set()
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C does
-
-        helper = threading.Thread(target=interrupt_when_started)
-        helper.start()
-        with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_once_started(port) as started, pytest.raises(KeyboardInterrupt):
             subiso.run(helpers.announce_then_spin, port.send_port)
-        helper.join(T)
         assert started.is_set()
 
 
@@ -120,16 +129,8 @@ def test_a_second_ctrl_c_while_run_kills_its_isolate_still_kills_it(ctrl_c, monk
 
     monkeypatch.setattr(SendPort, "send", send_interrupted_once)
     with subiso.ReceivePort() as port:
-
-        def interrupt_when_started():
-            assert port.receive(timeout=T) == "started"
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-        helper = threading.Thread(target=interrupt_when_started)
-        helper.start()
-        with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_once_started(port), pytest.raises(KeyboardInterrupt):
             subiso.run(helpers.announce_then_spin, port.send_port)
-        helper.join(T)
     assert interrupted
     assert _hub.settle(T), "the isolate was left spinning"
 
@@ -145,16 +146,8 @@ def test_a_ctrl_c_that_lands_as_run_starts_its_isolate_kills_it(monkeypatch):
 
 def test_keyboard_interrupt_during_pool_map(ctrl_c):
     with subiso.Pool(1) as pool, subiso.ReceivePort() as port:
-
-        def interrupt_when_started():
-            assert port.receive(timeout=T) == "started"
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-        helper = threading.Thread(target=interrupt_when_started)
-        helper.start()
-        with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_once_started(port), pytest.raises(KeyboardInterrupt):
             list(pool.map(helpers.announce_then_spin, [port.send_port]))
-        helper.join(T)
         assert pool.submit(helpers.square, 3).result(timeout=T) == 9  # replaced, still working
 
 

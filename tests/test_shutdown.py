@@ -42,14 +42,23 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_exit_with_busy_isolates_is_clean_and_keeps_the_exit_code():
-    script = SCRIPT.format(tests=str(Path(__file__).parent))
+def _leave(script, status):
+    """Run ``script`` (formatted with the tests' folder) in a new process:
+    it says it is leaving, then the process exits cleanly with ``status``."""
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, "-c", script.format(tests=str(Path(__file__).parent))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert "leaving" in result.stdout
     assert "Fatal Python error" not in result.stderr, result.stderr
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == status, result.stderr
+
+
+def test_exit_with_busy_isolates_is_clean_and_keeps_the_exit_code():
+    _leave(SCRIPT, 3)
 
 
 FORK_SCRIPT = textwrap.dedent(
@@ -265,10 +274,4 @@ SKIPPED_HOOK_SCRIPT = textwrap.dedent(
 def test_exit_ends_the_isolates_when_threading_never_calls_the_hub():
     """A Ctrl-C that lands in threading's exit hooks before the hub's skips
     them all: the isolates were left running and CPython aborted."""
-    script = SKIPPED_HOOK_SCRIPT.format(tests=str(Path(__file__).parent))
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert "leaving" in result.stdout
-    assert "Fatal Python error" not in result.stderr, result.stderr
-    assert result.returncode == 0, result.stderr
+    _leave(SKIPPED_HOOK_SCRIPT, 0)
