@@ -372,7 +372,18 @@ MAP_BATCH = 32
 
 class _ExecutorFace(Executor):
     """What Pool and ClusterPool share: ``submit``, ``run_async`` and ``map``,
-    all built on ``execute``."""
+    all built on ``execute``; a block that Ctrl-C ends."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if isinstance(exc_value, KeyboardInterrupt):
+            # Ctrl-C stops the work, as it stops a ProcessPoolExecutor's
+            # workers (they get the signal too), instead of waiting for it.
+            self._stop_all()
+        self.shutdown(wait=True)
+
+    def _stop_all(self) -> None:
+        """Cancel every task, queued or running, and take no more."""
+        raise NotImplementedError
 
     def execute[R](
         self,
@@ -1262,12 +1273,8 @@ class Pool(_ExecutorFace):
         pool's collector failed, or when called from a task's done-callback)."""
         self._core.shutdown(wait, cancel_futures)
 
-    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        if isinstance(exc_value, KeyboardInterrupt):
-            # Ctrl-C stops the work, as it stops a ProcessPoolExecutor's
-            # workers (they get the signal too), instead of waiting for it.
-            self._core.stop_all()
-        self.shutdown(wait=True)
+    def _stop_all(self) -> None:
+        self._core.stop_all()
 
     def __repr__(self) -> str:
         name = f" {self.debug_name!r}" if self.debug_name else ""

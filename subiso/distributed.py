@@ -345,6 +345,9 @@ class ClusterPool(_ExecutorFace):
         if not self._leave_with_last:
             self._unregister()
 
+    def _stop_all(self) -> None:
+        self.shutdown(wait=False, cancel_futures=True)  # (a task cancels where it runs)
+
     def _unregister(self) -> None:
         with self._lock:
             if self._unregistered:

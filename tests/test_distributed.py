@@ -301,6 +301,18 @@ def test_ctrl_c_during_shutdown_is_not_swallowed(client, monkeypatch):
     assert client.run(_subiso_plugins) == before
 
 
+def test_a_ctrl_c_in_a_cluster_pool_block_stops_its_work(client):
+    """As in a Pool block: the work stops instead of being waited for."""
+    before = client.run(_subiso_plugins)
+    with pytest.raises(KeyboardInterrupt):
+        with ClusterPool(client, isolates_per_worker=1) as pool:
+            task = _start_spinning(client, pool, "subiso-test-spinning-in-block")
+            raise KeyboardInterrupt  # as a Ctrl-C while the block waits
+    assert task.cancelled()
+    assert pool._left.wait(T)
+    assert client.run(_subiso_plugins) == before
+
+
 def test_a_pool_that_leaves_kills_what_still_runs_for_it(client):
     before = client.run(_subiso_plugins)
     pool = ClusterPool(client, isolates_per_worker=1)
