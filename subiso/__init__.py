@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._runtime import BEFORE_NEXT_EVENT as BEFORE_NEXT_EVENT
     from ._runtime import IMMEDIATE as IMMEDIATE
     from ._runtime import Capability as Capability
+    from ._shared import SharedBuffer as SharedBuffer
     from ._wire import TransferableBuffer as TransferableBuffer
 
 _EXPORTS = {
@@ -63,6 +64,7 @@ _EXPORTS = {
     "ReceivePort": "_ports",
     "RemoteError": "_exceptions",
     "SendPort": "_ports",
+    "SharedBuffer": "_shared",
     "Task": "_pool",
     "TransferableBuffer": "_wire",
     "__excepthook__": "_exceptions",

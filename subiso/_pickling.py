@@ -16,6 +16,7 @@ import io
 import marshal
 
 from ._exceptions import NotSendableError
+from ._shared import CarriedFds, SharedBuffer
 from ._wire import (
     PICKLED,
     PLAIN,
@@ -31,6 +32,7 @@ from ._wire import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pickle import PickleBuffer
     from typing import Any
 
 _CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
@@ -38,8 +40,9 @@ _CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 loads = _pickle.loads
 
 
-def dumps(message: object, what: str) -> tuple[bytes, list[TransferableBuffer]]:
-    """``message`` pickled, with the TransferableBuffers it carries.
+def dumps(message: object, what: str) -> tuple[bytes, tuple[int, ...], list[Any]]:
+    """``message`` pickled; the file descriptors it carries; and what hands
+    them over once the message is sent (``_wire.mark_sent``).
 
     Raises:
         NotSendableError: naming the part of ``message`` that cannot cross.
@@ -48,11 +51,17 @@ def dumps(message: object, what: str) -> tuple[bytes, list[TransferableBuffer]]:
     pickler = Pickler(buffer)
     try:
         pickler.dump(message)
-    except NotSendableError:
-        raise
-    except (Exception, RecursionError) as error:
+        data = buffer.getvalue()
+        if pickler.out_of_band:
+            data = pickler.wrap_out_of_band(data)
+    except BaseException as error:
+        pickler.drop()
+        if isinstance(error, NotSendableError) or not isinstance(
+            error, (Exception, RecursionError)
+        ):
+            raise
         raise not_sendable(message, error, what) from error
-    return buffer.getvalue(), pickler.transferables
+    return data, tuple(pickler.fds), pickler.handed
 
 
 def round_trips(error: BaseException) -> bytes | None:
@@ -104,19 +113,98 @@ def _cloudpickle_loads(data: bytes) -> Any:
     return _pickle.loads(data)
 
 
+# -- out-of-band buffers --------------------------------------------------------
+
+#: A pickle-5 out-of-band buffer (``PickleBuffer``) at least this large
+#: travels as a SharedBuffer; smaller ones stay in the pickle.
+OUT_OF_BAND_MIN = 256 * 1024
+
+
+def _out_of_band(buffers: list[SharedBuffer], buffer: PickleBuffer) -> bool:
+    """The pickler's ``buffer_callback``: False keeps ``buffer`` out of band."""
+    try:
+        raw = buffer.raw()
+    except (BufferError, TypeError):
+        try:  # (raw() refuses a buffer that a Python class exports, PEP 688)
+            raw = memoryview(buffer).cast("B")
+        except (BufferError, TypeError):  # not contiguous: pickled in band
+            return True
+    if raw.nbytes < OUT_OF_BAND_MIN:
+        return True
+    buffers.append(SharedBuffer(raw))
+    return False
+
+
+class _OutOfBand:
+    """A pickle and its out-of-band buffers, as one message."""
+
+    __slots__ = ("buffers", "data")
+
+    def __init__(self, data: bytes, buffers: tuple[SharedBuffer, ...]) -> None:
+        self.data, self.buffers = data, buffers
+
+    def __reduce__(self) -> Any:
+        return (_load_out_of_band, (self.data, self.buffers))
+
+
+def _load_out_of_band(data: bytes, buffers: tuple[SharedBuffer, ...]) -> Any:
+    # Read-only views of the shared mappings. (Not the SharedBuffers: CPython's
+    # PickleBuffer refuses what a Python class exports, PEP 688, so an object
+    # holding one could not be sent on.) A view keeps its mapping alive.
+    return _pickle.loads(data, buffers=[buffer._view() for buffer in buffers])
+
+
 class Pickler(_pickle.Pickler):
-    """Protocol 5, with by-value fallbacks and TransferableBuffer support."""
+    """Protocol 5, with by-value fallbacks, TransferableBuffers and
+    SharedBuffers, and large out-of-band buffers sent as SharedBuffers."""
 
     def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, PROTOCOL)
-        self.transferables: list[TransferableBuffer] = []
+        out_of_band: list[SharedBuffer] = []
+        # (A closure, not a bound method: no cycle keeps the pickler, and the
+        # descriptors it carries, alive until a collection.)
+        super().__init__(file, PROTOCOL, buffer_callback=lambda b: _out_of_band(out_of_band, b))
+        self.out_of_band = out_of_band
+        self._file = file
+        self.fds: list[int] = []  # what the message carries
+        self.handed: list[Any] = []  # TransferableBuffers, CarriedFds: see _wire.mark_sent
+        self._carried: CarriedFds | None = None
         self._globals: dict[int, dict[str, Any]] = {}
+
+    def carry_fd(self, fd: int) -> None:
+        """Carry ``fd``, a duplicate that the message owns until it is received."""
+        if self._carried is None:
+            self._carried = CarriedFds()
+            self.handed.append(self._carried)
+        self._carried.fds.append(fd)
+        self.fds.append(fd)
+
+    def hand_over(self, transferable: TransferableBuffer) -> None:
+        """Carry the memory of ``transferable``, which leaves with the message."""
+        self.handed.append(transferable)
+        if transferable._fd >= 0:
+            self.fds.append(transferable._fd)
+
+    def drop(self) -> None:
+        """The message will not be sent: close the duplicates it carries."""
+        if self._carried is not None:
+            self._carried.close()
+
+    def wrap_out_of_band(self, data: bytes) -> bytes:
+        """``data`` with the out-of-band buffers its pickling set aside, sent
+        as SharedBuffers: their bytes are copied once, never pickled."""
+        buffers = tuple(self.out_of_band)
+        self.out_of_band.clear()
+        self._file.seek(0)
+        self._file.truncate()
+        self.clear_memo()
+        self.dump(_OutOfBand(data, buffers))  # the same pickler: the same books
+        return self._file.getvalue()
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
         if kind is _FunctionType:
             return NotImplemented if _importable(obj) else self._reduce_function(obj)
-        if kind is TransferableBuffer:
+        if kind is TransferableBuffer or kind is SharedBuffer:
             return obj._reduce_for(self)
         if kind is _ModuleType:
             return (_import_module, (obj.__name__,))

@@ -10,8 +10,9 @@ An encoded message ("item") is a shareable tuple that a raw queue can carry:
   functions through a light path built on ``marshal`` (no import needed in
   the receiver), classes through cloudpickle (imported only where such a
   payload is sent or arrives).
-- ``(PICKLED, data, fds)``: the message carries ``TransferableBuffer``s,
-  whose memory travels as memfd file descriptors, never copied.
+- ``(PICKLED, data, fds)``: the message carries ``TransferableBuffer``s or
+  ``SharedBuffer``s (_shared.py), whose memory travels as memfd file
+  descriptors, never copied; so do large pickle-5 out-of-band buffers.
 - ``(MIXED, parts, fds)``: a tuple holding large str/bytes, encoded part by
   part so that those travel as themselves rather than inside a pickle.
 - ``(PORT, (qid, wfd))``: a message that is a ``SendPort``, unpickled.
@@ -332,7 +333,7 @@ class TransferableBuffer:
     def _reduce_for(self, pickler: Pickler) -> Any:
         if self._state is not _OWNED:
             raise ValueError(f"this TransferableBuffer was already {self._state}")
-        pickler.transferables.append(self)
+        pickler.hand_over(self)
         return (TransferableBuffer._arrive, (self._fd, self._nbytes, self._inline))
 
     def _mark_sent(self) -> None:
@@ -400,8 +401,8 @@ def _encode_mixed(message: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     a pickling on the sender's thread)."""
     parts = [encode(part, f"{what}[{i}]") for i, part in enumerate(message)]
     fds = tuple(fd for part in parts if len(part) > 2 for fd in part[2])
-    transferables = [t for part in parts if len(part) > 3 for t in part[3]]
-    return (MIXED, tuple(shareable(part) for part in parts), fds, transferables)
+    handed = [h for part in parts if len(part) > 3 for h in part[3]]
+    return (MIXED, tuple(shareable(part) for part in parts), fds, handed)
 
 
 def encode(message: object, what: str = "message") -> tuple[Any, ...]:
@@ -417,10 +418,9 @@ def encode(message: object, what: str = "message") -> tuple[Any, ...]:
         return (PORT, (port._qid, port._wfd))
     if type(message) is tuple and _holds_big_plain(message):
         return _encode_mixed(message, what)
-    data, transferables = _pickling().dumps(message, what)
-    if transferables:
-        fds = tuple(t._fd for t in transferables if t._fd >= 0)
-        return (PICKLED, data, fds, transferables)
+    data, fds, handed = _pickling().dumps(message, what)
+    if handed:  # TransferableBuffers, SharedBuffers: descriptors change hands
+        return (PICKLED, data, fds, handed)
     return (PICKLED, data)
 
 
@@ -430,14 +430,16 @@ def shareable(item: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def mark_sent(item: tuple[Any, ...]) -> None:
-    """After a successful put: the item's TransferableBuffers have left."""
+    """After a put (or a drop, after ``release_item``): the descriptors the
+    item carries belong to the queue now, not to the TransferableBuffers or
+    SharedBuffer duplicates (``_shared.CarriedFds``) that held them."""
     if len(item) > 3:
-        for transferable in item[3]:
-            transferable._mark_sent()
+        for holder in item[3]:
+            holder._mark_sent()
 
 
 # Per thread, while an item that carries file descriptors loads: those that no
-# TransferableBuffer took yet (closed if the load fails).
+# TransferableBuffer or SharedBuffer took yet (closed if the load fails).
 _loading = _thread._local()
 
 

@@ -1,0 +1,210 @@
+"""SharedBuffer: immutable bytes that any number of isolates read in place.
+
+``SharedBuffer(data)`` copies ``data`` once into a sealed memfd, memory that
+no interpreter owns. Sending one sends a duplicate of its file descriptor;
+the receiver maps the same physical pages read-only. So a send costs the
+same at 1 KiB and at 1 GiB, and 8 isolates reading a 1 GiB table hold it once.
+
+Lifetime needs no bookkeeping of ours: each SharedBuffer, in whichever
+interpreter, owns one descriptor and at most one mapping and closes them
+when it is collected (a memoryview keeps its mapping alive, as it keeps any
+exporter), and the kernel frees the pages once the last descriptor and the
+last mapping are gone. An isolate that exits or is killed drops its own; a
+message that is dropped or never received has its descriptors closed with it
+(``_wire.release_item``). No view can outlive the memory it reads, whichever
+interpreter goes first.
+
+The seals (no write, no resize) make the memory immutable for everyone who
+holds the descriptor, not only for the views handed out here.
+
+Threads: a SharedBuffer is immutable; its mapping is made on first use, under
+a lock.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+
+from . import _wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._pickling import Pickler
+
+__all__ = ("SharedBuffer",)
+
+_MEMFD = hasattr(os, "memfd_create")
+
+
+class SharedBuffer:
+    """Immutable bytes that travel by reference: every isolate that receives
+    one reads the same memory, with no copy.
+
+    ``SharedBuffer(data)`` copies ``data`` (anything with the buffer
+    protocol) once. It then reads like ``bytes`` without being one:
+    ``memoryview(buf)`` is read-only, ``len(buf)``, ``buf[i]``, ``buf[a:b]``
+    (a read-only memoryview, no copy), ``bytes(buf)`` (a copy), and hashing and
+    equality by content (equal to ``bytes`` of the same content).
+
+    Sent in a message, an argument, a result or an Agent's state, it arrives
+    as a SharedBuffer over the same pages. Pickled outside subiso (for
+    another process), it goes as a copy of its bytes.
+    """
+
+    __slots__ = ("__weakref__", "_fd", "_hash", "_inline", "_lock", "_map", "_nbytes")
+    _fd: int  # the memfd this buffer owns; -1 when the bytes are inline
+    _nbytes: int
+    _inline: bytes | None  # (an empty buffer, or no memfd on this system)
+    _map: Any  # the read-only mapping, made on first use
+    _hash: int | None
+
+    def __init__(self, data: Any) -> None:
+        self._lock = _thread.allocate_lock()
+        self._map = self._hash = self._inline = None
+        self._fd = -1
+        if type(data) is SharedBuffer:  # immutable: share, do not copy
+            self._nbytes = data._nbytes
+            if data._fd >= 0:
+                self._fd = os.dup(data._fd)
+            else:
+                self._inline = data._inline
+            return
+        view = memoryview(data).cast("B")
+        self._nbytes = view.nbytes
+        if not self._nbytes or not _MEMFD:
+            self._inline = bytes(view)
+            return
+        fd = os.memfd_create("subiso-shared", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            written = 0  # write(), not a mapping: the kernel fills its pages without faults
+            while written < self._nbytes:
+                written += os.write(fd, view[written:])
+            import fcntl
+
+            fcntl.fcntl(
+                fd,
+                fcntl.F_ADD_SEALS,
+                fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    @classmethod
+    def _arrive(cls, fd: int, nbytes: int) -> SharedBuffer:
+        """The receiving end of ``_reduce_for``: this buffer owns ``fd`` now."""
+        self = cls.__new__(cls)
+        self._lock = _thread.allocate_lock()
+        self._map = self._hash = self._inline = None
+        self._fd, self._nbytes = fd, nbytes
+        unowned = getattr(_wire._loading, "unowned", None)
+        if unowned is not None:
+            unowned.discard(fd)  # this buffer closes it now
+        return self
+
+    def _view(self) -> memoryview:
+        if self._inline is not None:
+            return memoryview(self._inline)
+        mapped = self._map
+        if mapped is None:
+            with self._lock:
+                if self._map is None:
+                    import mmap
+
+                    self._map = mmap.mmap(
+                        self._fd, self._nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ
+                    )
+                mapped = self._map
+        return memoryview(mapped)
+
+    def __buffer__(self, flags: int) -> memoryview:
+        return self._view()
+
+    def __len__(self) -> int:
+        return self._nbytes
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._view()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._view())
+
+    def __bytes__(self) -> bytes:
+        return self._view().tobytes()
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if type(other) is SharedBuffer and self._nbytes != other._nbytes:
+            return False
+        try:
+            theirs = memoryview(other)  # type: ignore[arg-type]
+        except TypeError:
+            return NotImplemented
+        if theirs.nbytes != self._nbytes:
+            return False
+        try:
+            theirs = theirs.cast("B")
+        except TypeError:  # not contiguous
+            return self._view().tobytes() == theirs.tobytes()
+        return self._view() == theirs
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self._view())  # == hash(bytes(self)), without the copy
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"<SharedBuffer {self._nbytes:,} bytes>"
+
+    def __copy__(self) -> SharedBuffer:
+        return self
+
+    def __deepcopy__(self, memo: object) -> SharedBuffer:
+        return self
+
+    def __reduce__(self) -> Any:
+        # Plain pickling (another process): the bytes, copied.
+        return (SharedBuffer, (bytes(self),))
+
+    def _reduce_for(self, pickler: Pickler) -> Any:
+        """How a subiso message carries it: a duplicate of the descriptor,
+        which the message owns until the receiver's buffer takes it."""
+        if self._fd < 0:
+            return (SharedBuffer, (self._inline,))
+        fd = os.dup(self._fd)
+        pickler.carry_fd(fd)
+        return (SharedBuffer._arrive, (fd, self._nbytes))
+
+    def __del__(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+
+
+class CarriedFds:
+    """The descriptors a message duplicated for its SharedBuffers: closed
+    if the message is never put on a queue (``_wire.mark_sent`` hands them
+    to the queue, whose receiver or reaper closes them)."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def _mark_sent(self) -> None:
+        self.fds = []
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        _wire._close_all(fds)
+
+    def __del__(self) -> None:
+        self.close()
