@@ -471,3 +471,89 @@ def interrupt_after_next_send(monkeypatch) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)
+
+
+# -- SharedBuffer ---------------------------------------------------------------
+
+
+def shared_identity(buffer):
+    """Which memory the buffer that arrived reads (its memfd's inode), and
+    whether it reads it in place (a mapping, not a copy)."""
+    import mmap
+    import os
+
+    memoryview(buffer)
+    return os.fstat(buffer._fd).st_ino, type(buffer._map) is mmap.mmap
+
+
+def inode(buffer):
+    import os
+
+    return os.fstat(buffer._fd).st_ino
+
+
+def shared_sum(args):
+    """The sum of a slice of a SharedBuffer of int64, read in place."""
+    buffer, start, stop = args
+    return sum(memoryview(buffer).cast("q")[start:stop])
+
+
+def make_shared(data):
+    import subiso
+
+    return subiso.SharedBuffer(data)
+
+
+def hold_shared_forever(port):
+    """Receive a SharedBuffer, say so, and hold it until killed."""
+    import subiso
+
+    inbox = subiso.ReceivePort()
+    port.send(inbox.send_port)
+    held = inbox.receive()
+    port.send(("holding", len(held)))
+    inbox.receive()  # never comes
+
+
+def send_shared_and_exit(port):
+    import subiso
+
+    port.send(subiso.SharedBuffer(b"made by an isolate that has exited" * 1000))
+
+
+class Blob:
+    """A user class whose bytes pickle out of band (pickle protocol 5)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce_ex__(self, protocol):
+        import pickle
+
+        if protocol >= 5:
+            return (Blob, (pickle.PickleBuffer(self.data),))
+        return (Blob, (bytes(self.data),))
+
+
+def blob_identity(blob):
+    """What a Blob that arrived holds: its type, and whether it reads a
+    mapping (shared memory) in place."""
+    import mmap
+
+    data = blob.data
+    return type(data).__name__, type(data) is memoryview and type(data.obj) is mmap.mmap
+
+
+def memory_mapped(kind: str) -> tuple[int, int]:
+    """How many mappings of this process are of ``kind``, and their Rss in KiB."""
+    count = rss = 0
+    current = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header
+                current = kind in line
+                count += current
+            elif current and first == "Rss:":
+                rss += int(line.split()[1])
+    return count, rss
