@@ -27,11 +27,12 @@ from ._wire import (
     _import_module,
     _importable,
     _ModuleType,
+    load_owning,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from pickle import PickleBuffer
     from typing import Any
 
@@ -40,7 +41,7 @@ _CellType = type((lambda x: lambda: x)(0).__closure__[0])  # type: ignore[index]
 loads = _pickle.loads
 
 
-def dumps(message: object, what: str) -> tuple[bytes, tuple[int, ...], list[Any]]:
+def dumps(message: object, what: str) -> tuple[bytes, tuple[int, ...], Sequence[Any]]:
     """``message`` pickled; the file descriptors it carries; and what hands
     them over once the message is sent (``_wire.mark_sent``).
 
@@ -48,12 +49,14 @@ def dumps(message: object, what: str) -> tuple[bytes, tuple[int, ...], list[Any]
         NotSendableError: naming the part of ``message`` that cannot cross.
     """
     buffer = io.BytesIO()
-    pickler = Pickler(buffer)
+    out_of_band: list[PickleBuffer] = []
+    pickler = Pickler(buffer, PROTOCOL, buffer_callback=out_of_band.append)
     try:
         pickler.dump(message)
-        data = buffer.getvalue()
-        if pickler.out_of_band:
-            data = pickler.wrap_out_of_band(data)
+        if out_of_band:
+            data = _with_out_of_band(pickler, buffer, out_of_band)
+        else:
+            data = buffer.getvalue()
     except BaseException as error:
         pickler.drop()
         if isinstance(error, NotSendableError) or not isinstance(
@@ -68,7 +71,7 @@ def round_trips(error: BaseException) -> bytes | None:
     """``error`` pickled, if it also loads back here; else None."""
     try:
         buffer = io.BytesIO()
-        Pickler(buffer).dump(error)
+        Pickler(buffer, PROTOCOL).dump(error)
         pickled = buffer.getvalue()
         _pickle.loads(pickled)
     except BaseException:
@@ -116,23 +119,33 @@ def _cloudpickle_loads(data: bytes) -> Any:
 # -- out-of-band buffers --------------------------------------------------------
 
 #: A pickle-5 out-of-band buffer (``PickleBuffer``) at least this large
-#: travels as a SharedBuffer; smaller ones stay in the pickle.
+#: travels as a SharedBuffer; smaller ones are copied.
 OUT_OF_BAND_MIN = 256 * 1024
 
 
-def _out_of_band(buffers: list[SharedBuffer], buffer: PickleBuffer) -> bool:
-    """The pickler's ``buffer_callback``: False keeps ``buffer`` out of band."""
+def _with_out_of_band(pickler: Pickler, file: io.BytesIO, buffers: list[PickleBuffer]) -> bytes:
+    """The pickle in ``file`` and the out-of-band ``buffers`` that its
+    pickling set aside, as one message: large buffers go as SharedBuffers,
+    their bytes copied once and never pickled; small ones as copies."""
+    parts = tuple(_part(buffer) for buffer in buffers)
+    data = file.getvalue()
+    file.seek(0)
+    file.truncate()
+    pickler.clear_memo()
+    pickler.dump(_OutOfBand(data, parts))  # the same pickler: the same books
+    return file.getvalue()
+
+
+def _part(buffer: PickleBuffer) -> SharedBuffer | bytes | bytearray:
     try:
         raw = buffer.raw()
-    except (BufferError, TypeError):
-        try:  # (raw() refuses a buffer that a Python class exports, PEP 688)
-            raw = memoryview(buffer).cast("B")
-        except (BufferError, TypeError):  # not contiguous: pickled in band
-            return True
-    if raw.nbytes < OUT_OF_BAND_MIN:
-        return True
-    buffers.append(SharedBuffer(raw))
-    return False
+    except BufferError:  # not contiguous
+        return memoryview(buffer).tobytes()
+    except TypeError:  # (raw() refuses a buffer that a Python class exports, PEP 688)
+        raw = memoryview(buffer).cast("B")
+    if raw.nbytes >= OUT_OF_BAND_MIN:
+        return SharedBuffer(raw)
+    return bytes(raw) if raw.readonly else bytearray(raw)  # as pickled in band
 
 
 class _OutOfBand:
@@ -140,65 +153,63 @@ class _OutOfBand:
 
     __slots__ = ("buffers", "data")
 
-    def __init__(self, data: bytes, buffers: tuple[SharedBuffer, ...]) -> None:
+    def __init__(self, data: bytes, buffers: tuple[Any, ...]) -> None:
         self.data, self.buffers = data, buffers
 
     def __reduce__(self) -> Any:
         return (_load_out_of_band, (self.data, self.buffers))
 
 
-def _load_out_of_band(data: bytes, buffers: tuple[SharedBuffer, ...]) -> Any:
+def _load_out_of_band(data: bytes, buffers: tuple[Any, ...]) -> Any:
     # Read-only views of the shared mappings. (Not the SharedBuffers: CPython's
     # PickleBuffer refuses what a Python class exports, PEP 688, so an object
     # holding one could not be sent on.) A view keeps its mapping alive.
-    return _pickle.loads(data, buffers=[buffer._view() for buffer in buffers])
+    views = [b._view() if type(b) is SharedBuffer else b for b in buffers]
+    return _pickle.loads(data, buffers=views)
 
 
 class Pickler(_pickle.Pickler):
     """Protocol 5, with by-value fallbacks, TransferableBuffers and
     SharedBuffers, and large out-of-band buffers sent as SharedBuffers."""
 
-    def __init__(self, file: io.BytesIO) -> None:
-        out_of_band: list[SharedBuffer] = []
-        # (A closure, not a bound method: no cycle keeps the pickler, and the
-        # descriptors it carries, alive until a collection.)
-        super().__init__(file, PROTOCOL, buffer_callback=lambda b: _out_of_band(out_of_band, b))
-        self.out_of_band = out_of_band
-        self._file = file
-        self.fds: list[int] = []  # what the message carries
-        self.handed: list[Any] = []  # TransferableBuffers, CarriedFds: see _wire.mark_sent
-        self._carried: CarriedFds | None = None
-        self._globals: dict[int, dict[str, Any]] = {}
+    # The books below start as these class-wide empties, replaced on first
+    # use: most messages carry nothing, and a pickler is made per message
+    # (one with no ``__init__`` of its own: that would cost more than the rest).
+    fds: tuple[int, ...] | list[int] = ()  # what the message carries
+    handed: tuple[Any, ...] | list[Any] = ()  # TransferableBuffers, CarriedFds: _wire.mark_sent
+    _carried: CarriedFds | None = None
+    _globals: dict[int, dict[str, Any]] | None = None
+
+    def _hand(self, holder: Any, fd: int) -> None:
+        if type(self.handed) is tuple:
+            self.fds, self.handed = [], []
+        self.handed.append(holder)  # type: ignore[union-attr]
+        if fd >= 0:
+            self.fds.append(fd)  # type: ignore[union-attr]
 
     def carry_fd(self, fd: int) -> None:
         """Carry ``fd``, a duplicate that the message owns until it is received."""
         if self._carried is None:
             self._carried = CarriedFds()
-            self.handed.append(self._carried)
+            self._hand(self._carried, -1)
         self._carried.fds.append(fd)
-        self.fds.append(fd)
+        self.fds.append(fd)  # type: ignore[union-attr]
 
     def hand_over(self, transferable: TransferableBuffer) -> None:
         """Carry the memory of ``transferable``, which leaves with the message."""
-        self.handed.append(transferable)
-        if transferable._fd >= 0:
-            self.fds.append(transferable._fd)
+        self._hand(transferable, transferable._fd)
 
     def drop(self) -> None:
         """The message will not be sent: close the duplicates it carries."""
         if self._carried is not None:
             self._carried.close()
 
-    def wrap_out_of_band(self, data: bytes) -> bytes:
-        """``data`` with the out-of-band buffers its pickling set aside, sent
-        as SharedBuffers: their bytes are copied once, never pickled."""
-        buffers = tuple(self.out_of_band)
-        self.out_of_band.clear()
-        self._file.seek(0)
-        self._file.truncate()
-        self.clear_memo()
-        self.dump(_OutOfBand(data, buffers))  # the same pickler: the same books
-        return self._file.getvalue()
+    def take_books(self) -> tuple[tuple[int, ...], tuple[Any, ...] | list[Any]]:
+        """What the pickle made so far carries; the books start afresh."""
+        books = tuple(self.fds), self.handed
+        self.fds = self.handed = ()
+        self._carried = None
+        return books
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
@@ -223,6 +234,8 @@ class Pickler(_pickle.Pickler):
         source_globals = fn.__globals__
         # One fresh globals dict per source module and message, so functions
         # sent together see each other (pickle memoizes the dict).
+        if self._globals is None:
+            self._globals = {}
         shared = self._globals.setdefault(id(source_globals), {"__name__": fn.__module__})
         needed = {
             name: source_globals[name]
@@ -284,7 +297,7 @@ def _find_culprit(obj: Any, path: str, depth: int = 0) -> tuple[str, Any]:
     if depth < 32:
         for suffix, child in _children(obj):
             try:
-                Pickler(io.BytesIO()).dump(child)
+                Pickler(io.BytesIO(), PROTOCOL).dump(child)
             except Exception:
                 return _find_culprit(child, path + suffix, depth + 1)
     return path, obj
@@ -321,7 +334,9 @@ def encode_stream(value: Any) -> Iterator[tuple[Any, ...]]:
     items = list(value.items()) if kind is dict else value
     yield (PLAIN, (kind.__name__, len(items)))
     buffer = io.BytesIO()
-    pickler = Pickler(buffer)
+    # (No buffer_callback: slices share one memo, so out-of-band buffers are
+    # pickled in band, while SharedBuffers and TransferableBuffers are not.)
+    pickler = Pickler(buffer, PROTOCOL)
     start, size = 0, 64
     while start < len(items):
         chunk = items[start : start + size]
@@ -329,10 +344,12 @@ def encode_stream(value: Any) -> Iterator[tuple[Any, ...]]:
         try:
             pickler.dump(list(chunk))
         except (Exception, RecursionError) as error:
+            pickler.drop()
             raise not_sendable(value, error, "result") from error
         spent = perf_counter() - began
         start += len(chunk)
-        yield (PICKLED, buffer.getvalue())
+        fds, handed = pickler.take_books()
+        yield (PICKLED, buffer.getvalue(), fds, handed) if handed else (PICKLED, buffer.getvalue())
         buffer.seek(0)
         buffer.truncate()
         if spent > 0:
@@ -387,7 +404,10 @@ class StreamDecoder:
 
     def add(self, item: tuple[Any, ...]) -> None:
         self._feed.add(item[1])
-        self._items.extend(self._unpickler.load())
+        if len(item) > 2 and item[2]:  # it carries descriptors
+            self._items.extend(load_owning(item[2], self._unpickler.load))
+        else:
+            self._items.extend(self._unpickler.load())
 
     def result(self) -> Any:
         if self._kind == "dict":

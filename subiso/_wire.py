@@ -38,7 +38,7 @@ from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
     from typing import NamedTuple as Message
 
@@ -457,22 +457,26 @@ def decode(item: tuple[Any, ...]) -> Any:
 
 
 def _decode_owning(item: tuple[Any, ...]) -> Any:
-    """Decode an item that carries memfds, none of which may be left open:
-    if loading fails, it closes those that no TransferableBuffer took (the
-    buffers that took theirs close them when they go)."""
+    if item[0] == MIXED:
+        return load_owning(item[2], lambda: tuple(decode(part) for part in item[1]))
+    return load_owning(item[2], lambda: _pickling().loads(item[1]))
+
+
+def load_owning(fds: tuple[int, ...], load: Callable[[], Any]) -> Any:
+    """``load()`` the pickle of an item that carries memfds ``fds``, none of
+    which may be left open: if it fails, close those that no TransferableBuffer
+    or SharedBuffer took (the buffers that took theirs close them when they go)."""
     outer = getattr(_loading, "unowned", None)
-    _loading.unowned = unowned = set(item[2])
+    _loading.unowned = unowned = set(fds)
     try:
-        if item[0] == MIXED:
-            return tuple(decode(part) for part in item[1])
-        return _pickling().loads(item[1])
+        return load()
     except BaseException:
         _close_all(unowned)
         raise
     finally:
         _loading.unowned = outer
         if outer is not None:
-            outer.difference_update(item[2])  # a part's fds: dealt with above
+            outer.difference_update(fds)  # a part's fds: dealt with above
 
 
 # -- exceptions ---------------------------------------------------------------

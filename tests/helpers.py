@@ -557,3 +557,14 @@ def memory_mapped(kind: str) -> tuple[int, int]:
             elif current and first == "Rss:":
                 rss += int(line.split()[1])
     return count, rss
+
+
+def long_list_with_buffers(data):
+    """A result long enough to be streamed, carrying buffers of every kind."""
+    import subiso
+
+    items = list(range(subiso._wire.STREAM_MIN_ITEMS + 100))
+    items[10] = subiso.SharedBuffer(data)
+    items[-10] = subiso.TransferableBuffer(data)
+    items[-5] = Blob(bytearray(data))
+    return items

@@ -63,6 +63,14 @@ def test_a_shared_buffer_of_a_shared_buffer_shares_its_memory():
     assert second == first and helpers.inode(second) == helpers.inode(first)
 
 
+def test_a_buffer_holds_one_descriptor_also_once_mapped(baseline):
+    before = helpers.open_fds(MEMFD)
+    buffer = subiso.SharedBuffer(b"x" * 4096)
+    assert buffer[:2] == b"xx"  # mapped now
+    assert helpers.open_fds(MEMFD) == before + 1
+    del buffer
+
+
 def test_every_write_raises():
     buffer = subiso.SharedBuffer(b"immutable" * 1000)
     view = memoryview(buffer)
@@ -194,6 +202,17 @@ def test_large_out_of_band_buffers_travel_as_shared_buffers(baseline):
         False,
     )
     del back
+
+
+def test_buffers_in_a_streamed_result_arrive_whole(baseline):
+    data = os.urandom(_pickling.OUT_OF_BAND_MIN)
+    items = subiso.run(helpers.long_list_with_buffers, data)
+    assert type(items[10]) is subiso.SharedBuffer and items[10] == data
+    with items[-10].materialize() as view:
+        assert view == data
+    assert bytes(items[-5].data) == data
+    assert items[11:-11] == list(range(11, len(items) - 11))
+    del items
 
 
 leaves = st.binary(max_size=300).map(subiso.SharedBuffer) | st.integers() | st.text(max_size=5)
