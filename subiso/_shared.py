@@ -115,8 +115,13 @@ class SharedBuffer:
                 if self._map is None:
                     import mmap
 
+                    # (trackfd=False: the mapping takes no descriptor of its own.)
                     self._map = mmap.mmap(
-                        self._fd, self._nbytes, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ
+                        self._fd,
+                        self._nbytes,
+                        flags=mmap.MAP_SHARED,
+                        prot=mmap.PROT_READ,
+                        trackfd=False,
                     )
                 mapped = self._map
         return memoryview(mapped)
