@@ -33,6 +33,8 @@ PRESETS = {
         "bm_payload": ["--processes", "2", "--values", "3", "--warmups", "1"],
         "bm_control": ["--processes", "2", "--values", "4", "--warmups", "1"],
         "bm_pool": ["--processes", "2", "--values", "3", "--warmups", "1"],
+        "bm_shared": ["--processes", "1", "--values", "3", "--warmups", "1"],
+        "bm_shared_memory": [],
         "bm_memory": [],
         "bm_distributed": [],
         "bm_jank": ["--repeat", "3"],
@@ -43,6 +45,8 @@ PRESETS = {
         "bm_payload": ["--rigorous"],
         "bm_control": ["--rigorous"],
         "bm_pool": ["--rigorous"],
+        "bm_shared": ["--processes", "3", "--values", "5", "--warmups", "1"],
+        "bm_shared_memory": [],
         "bm_memory": [],
         "bm_distributed": [],
         "bm_jank": ["--repeat", "10"],
@@ -60,7 +64,7 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
         output.unlink(missing_ok=True)
         print(f"[{i}/{len(scripts)}] {name} ({time.monotonic() - began:.0f} s so far)", flush=True)
         command = [sys.executable, str(HERE / f"{name}.py"), "-o", str(output), *args]
-        if name not in ("bm_jank", "bm_memory", "bm_distributed"):
+        if name not in ("bm_jank", "bm_memory", "bm_shared_memory", "bm_distributed"):
             # Peers' worker interpreters and processes import the task module from here.
             command += ["--quiet", "--inherit-environ", "PYTHONPATH"]
         env = dict(os.environ, PYTHONPATH=str(HERE))
@@ -132,7 +136,14 @@ def _us(seconds: float) -> str:
 def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     """Rows of (question, subiso, peer, ratio), and figures for the chart."""
     rows = []
-    chart: dict[str, dict] = {"speedups": {}, "interpreters": {}, "payload": {}, "jank": {}}
+    chart: dict[str, dict] = {
+        "speedups": {},
+        "interpreters": {},
+        "payload": {},
+        "jank": {},
+        "share": {},
+        "share memory": {},
+    }
 
     pp = _median(suites, "bm_pingpong", "pingpong subiso port")
     cells = []
@@ -266,6 +277,8 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
             cells.append((f"serial {_us(serial)}", f"{serial / ours:.2f}x speedup"))
         rows += _rows(label, mine, cells)
 
+    rows += _share_rows(suites, chart)
+
     mem = {b.get_name(): b.get_values()[0] for b in suites["bm_memory"].get_benchmarks()}
     idle = mem["memory: RSS per idle isolate"]
     fork_pss = mem["memory: PSS per idle process (forkserver)"]
@@ -372,6 +385,56 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     return rows, chart
 
 
+def _share_rows(suites, chart) -> list[tuple[str, ...]]:
+    """SharedBuffer: the send sweep against the other ways, memory, throughput."""
+    rows: list[tuple[str, ...]] = []
+    names = suites["bm_shared"].get_benchmark_names()
+    tiny = _median(suites, "bm_shared", "share: tiny message (None), subiso.Pool")
+    for label in ("1 KiB", "1 MiB", "64 MiB", "1 GiB"):
+        prefix = f"share {label}: "
+        ours = _median(suites, "bm_shared", f"{prefix}SharedBuffer, subiso.Pool")
+        times = {
+            name.removeprefix(prefix): _median(suites, "bm_shared", name)
+            for name in names
+            if name.startswith(prefix)
+        }
+        chart["share"][label] = times
+        cells = [
+            (f"{way} {_us(theirs)}", _ratio(theirs / ours))
+            for way, theirs in times.items()
+            if way != "SharedBuffer, subiso.Pool"
+        ]
+        question = f"{label} SharedBuffer to a pool task and back"
+        rows += _rows(question, f"{_us(ours)} ({ours / tiny:.1f}x a tiny one)", cells)
+
+    share = {b.get_name(): b.get_values()[0] for b in suites["bm_shared_memory"].get_benchmarks()}
+    gib = 1 << 30
+    growth = {
+        name.removeprefix("share: PSS growth, "): value
+        for name, value in share.items()
+        if name.startswith("share: PSS growth, ")
+    }
+    chart["share memory"] = growth
+    shared = next(v for n, v in growth.items() if n.endswith("SharedBuffer"))
+    cells = [
+        (f"{way} {theirs / gib:,.2f} GiB", f"{theirs / shared:.1f}x less")
+        for way, theirs in growth.items()
+        if not way.endswith("SharedBuffer")
+    ]
+    rows += _rows("PSS growth, 8 readers of one table", f"{shared / gib:,.2f} GiB", cells)
+    one = next(v for n, v in share.items() if n.endswith("1 isolate"))
+    two = next(v for n, v in share.items() if n.endswith("2 isolates"))
+    rows.append(
+        (
+            "sum 256 MiB int64 SharedBuffer, 2 isolates",
+            _us(two),
+            f"1 isolate {_us(one)}",
+            f"{one / two:.2f}x speedup",
+        )
+    )
+    return rows
+
+
 def render(rows) -> str:
     header = ("question", "subiso", "peer (same run)", "subiso vs peer")
     widths = [max(len(row[i]) for row in [*rows, header]) for i in range(4)]
@@ -391,7 +454,7 @@ def draw(chart, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(17, 11))
+    fig, axes = plt.subplots(3, 2, figsize=(17, 16))
     for ax, key, against, heading in (
         (axes[0][0], "speedups", "the process peer", "Speed against processes"),
         (axes[0][1], "interpreters", "the peer", "Speed against other subinterpreter peers"),
@@ -437,6 +500,29 @@ def draw(chart, path: Path, title: str) -> None:
     ax.invert_yaxis()
     ax.legend(fontsize=8)
     ax.set_title("Jank: decoding 211,640 photos")
+
+    ax = axes[2][0]
+    sizes = list(chart["share"])
+    ways = list(dict.fromkeys(way for size in sizes for way in chart["share"][size]))
+    for way in ways:
+        shown = [s for s in sizes if way in chart["share"][s]]
+        ax.plot(shown, [chart["share"][s][way] * 1e3 for s in shown], marker="o", label=way)
+    ax.set_yscale("log")
+    ax.set_xlabel("buffer (sent to a task and back)")
+    ax.set_ylabel("ms per round trip (log; smaller is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Sharing sweep: what a send costs as the buffer grows")
+
+    ax = axes[2][1]
+    ways = list(chart["share memory"])
+    gib = [chart["share memory"][w] / (1 << 30) for w in ways]
+    bars = ax.barh(ways, gib, color=["#2a9d8f" if "SharedBuffer" in w else "#8d99ae" for w in ways])
+    ax.bar_label(bars, labels=[f"{g:,.2f} GiB" for g in gib], padding=3)
+    ax.set_xlim(right=max(gib, default=1) * 1.3)
+    ax.set_xlabel("PSS growth, GiB (smaller is better)")
+    ax.invert_yaxis()
+    ax.set_title("Memory: 8 workers each reading one table")
 
     fig.suptitle(title)
     fig.tight_layout()
