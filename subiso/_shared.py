@@ -18,7 +18,7 @@ The seals (no write, no resize) make the memory immutable for everyone who
 holds the descriptor, not only for the views handed out here.
 
 Threads: a SharedBuffer is immutable; its mapping is made on first use, under
-a lock.
+one lock for all buffers (it is taken once in a buffer's life).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ("SharedBuffer",)
 
 _MEMFD = hasattr(os, "memfd_create")
+_mapping = _thread.allocate_lock()  # held while a buffer maps its memory, once in its life
 
 
 class SharedBuffer:
@@ -54,7 +55,7 @@ class SharedBuffer:
     another process), it goes as a copy of its bytes.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_hash", "_inline", "_lock", "_map", "_nbytes")
+    __slots__ = ("__weakref__", "_fd", "_hash", "_inline", "_map", "_nbytes")
     _fd: int  # the memfd this buffer owns; -1 when the bytes are inline
     _nbytes: int
     _inline: bytes | None  # (an empty buffer, or no memfd on this system)
@@ -62,7 +63,6 @@ class SharedBuffer:
     _hash: int | None
 
     def __init__(self, data: Any) -> None:
-        self._lock = _thread.allocate_lock()
         self._map = self._hash = self._inline = None
         self._fd = -1
         if type(data) is SharedBuffer:  # immutable: share, do not copy
@@ -94,24 +94,12 @@ class SharedBuffer:
             raise
         self._fd = fd
 
-    @classmethod
-    def _arrive(cls, fd: int, nbytes: int) -> SharedBuffer:
-        """The receiving end of ``_reduce_for``: this buffer owns ``fd`` now."""
-        self = cls.__new__(cls)
-        self._lock = _thread.allocate_lock()
-        self._map = self._hash = self._inline = None
-        self._fd, self._nbytes = fd, nbytes
-        unowned = getattr(_wire._loading, "unowned", None)
-        if unowned is not None:
-            unowned.discard(fd)  # this buffer closes it now
-        return self
-
     def _view(self) -> memoryview:
         if self._inline is not None:
             return memoryview(self._inline)
         mapped = self._map
         if mapped is None:
-            with self._lock:
+            with _mapping:
                 if self._map is None:
                     import mmap
 
@@ -183,7 +171,7 @@ class SharedBuffer:
             return (SharedBuffer, (self._inline,))
         fd = os.dup(self._fd)
         pickler.carry_fd(fd)
-        return (SharedBuffer._arrive, (fd, self._nbytes))
+        return (_arrive, (fd, self._nbytes))
 
     def __del__(self) -> None:
         if self._fd >= 0:
@@ -192,6 +180,18 @@ class SharedBuffer:
             except OSError:
                 pass
             self._fd = -1
+
+
+def _arrive(fd: int, nbytes: int) -> SharedBuffer:
+    """The receiving end of ``SharedBuffer._reduce_for``: a buffer that owns
+    ``fd`` now. (A module-level function: the cheapest callable to pickle.)"""
+    self = SharedBuffer.__new__(SharedBuffer)
+    self._map = self._hash = self._inline = None
+    self._fd, self._nbytes = fd, nbytes
+    unowned = getattr(_wire._loading, "unowned", None)
+    if unowned is not None:
+        unowned.discard(fd)  # this buffer closes it now
+    return self
 
 
 class CarriedFds:
