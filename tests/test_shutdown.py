@@ -211,7 +211,8 @@ def test_a_second_ctrl_c_while_exiting_is_survived(mode, api):
 @contextlib.contextmanager
 def _interrupted_child(mode, api):
     with subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_SCRIPT, mode, api],
+        # (-X faulthandler: a crash shows where each thread was.)
+        [sys.executable, "-X", "faulthandler", "-c", INTERRUPTED_SCRIPT, mode, api],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
