@@ -390,6 +390,7 @@ def _share_rows(suites, chart) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     names = suites["bm_shared"].get_benchmark_names()
     tiny = _median(suites, "bm_shared", "share: tiny message (None), subiso.Pool")
+    chart["share tiny"] = tiny
     for label in ("1 KiB", "1 MiB", "64 MiB", "1 GiB"):
         prefix = f"share {label}: "
         ours = _median(suites, "bm_shared", f"{prefix}SharedBuffer, subiso.Pool")
@@ -507,6 +508,9 @@ def draw(chart, path: Path, title: str) -> None:
     for way in ways:
         shown = [s for s in sizes if way in chart["share"][s]]
         ax.plot(shown, [chart["share"][s][way] * 1e3 for s in shown], marker="o", label=way)
+    ax.axhline(
+        chart["share tiny"] * 1e3, color="grey", linestyle="--", linewidth=0.8, label="tiny message"
+    )
     ax.set_yscale("log")
     ax.set_xlabel("buffer (sent to a task and back)")
     ax.set_ylabel("ms per round trip (log; smaller is better)")
