@@ -164,6 +164,14 @@ class SharedBuffer:
         # Plain pickling (another process): the bytes, copied.
         return (SharedBuffer, (bytes(self),))
 
+    def _item(self) -> tuple[Any, ...]:
+        """Sent as a message of its own or a part of a tuple: no pickle.
+        The message owns a duplicate of the descriptor until it is received."""
+        fd = os.dup(self._fd)
+        carried = CarriedFds()
+        carried.fds.append(fd)
+        return (_wire.SHARED, self._nbytes, (fd,), [carried])
+
     def _reduce_for(self, pickler: Pickler) -> Any:
         """How a subiso message carries it: a duplicate of the descriptor,
         which the message owns until the receiver's buffer takes it."""
@@ -192,6 +200,9 @@ def _arrive(fd: int, nbytes: int) -> SharedBuffer:
     if unowned is not None:
         unowned.discard(fd)  # this buffer closes it now
     return self
+
+
+_wire._SharedBuffer = SharedBuffer
 
 
 class CarriedFds:

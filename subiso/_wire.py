@@ -13,8 +13,10 @@ An encoded message ("item") is a shareable tuple that a raw queue can carry:
 - ``(PICKLED, data, fds)``: the message carries ``TransferableBuffer``s or
   ``SharedBuffer``s (_shared.py), whose memory travels as memfd file
   descriptors, never copied; so do large pickle-5 out-of-band buffers.
-- ``(MIXED, parts, fds)``: a tuple holding large str/bytes, encoded part by
-  part so that those travel as themselves rather than inside a pickle.
+- ``(MIXED, parts, fds)``: a tuple holding large str/bytes or SharedBuffers,
+  encoded part by part so that those travel as themselves rather than
+  inside a pickle.
+- ``(SHARED, nbytes, (fd,))``: a ``SharedBuffer``, unpickled.
 - ``(PORT, (qid, wfd))``: a message that is a ``SendPort``, unpickled.
 
 The work that starts a fresh isolate travels plain when it can (see
@@ -118,6 +120,7 @@ PLAIN = 0
 PICKLED = 1
 MIXED = 2
 PORT = 3
+SHARED = 4
 PROTOCOL = 5
 
 # SendPort, given by _ports (which this module cannot import): a message that
@@ -129,6 +132,10 @@ _SendPort: Any = None
 def register_send_port(kind: type) -> None:
     global _SendPort
     _SendPort = kind
+
+
+# SharedBuffer, set by _shared when it is imported (it imports this module).
+_SharedBuffer: Any = None
 
 
 _FunctionType: Any = type(lambda: None)
@@ -386,10 +393,13 @@ _BIG = 64 * 1024
 
 
 def _holds_big_plain(value: object, depth: int = 0) -> bool:
-    """Whether a tuple carries a large str/bytes that should not be pickled."""
+    """Whether a tuple carries a large str/bytes or a SharedBuffer, which
+    should not be pickled."""
     kind = type(value)
     if kind is str or kind is bytes:
         return len(value) >= _BIG  # type: ignore[arg-type]
+    if kind is _SharedBuffer:
+        return True
     if kind is tuple and depth < 3:
         return any(_holds_big_plain(part, depth + 1) for part in value)  # type: ignore[attr-defined]
     return False
@@ -418,6 +428,8 @@ def encode(message: object, what: str = "message") -> tuple[Any, ...]:
         return (PORT, (port._qid, port._wfd))
     if type(message) is tuple and _holds_big_plain(message):
         return _encode_mixed(message, what)
+    if type(message) is _SharedBuffer and message._fd >= 0:  # type: ignore[attr-defined]
+        return message._item()  # type: ignore[attr-defined,no-any-return]
     data, fds, handed = _pickling().dumps(message, what)
     if handed:  # TransferableBuffers, SharedBuffers: descriptors change hands
         return (PICKLED, data, fds, handed)
@@ -449,27 +461,36 @@ def decode(item: tuple[Any, ...]) -> Any:
         return item[1]
     if tag == PORT:
         return _SendPort(*item[1])
+    if tag == SHARED:
+        from ._shared import _arrive
+
+        return _arrive(item[2][0], item[1])
     if len(item) > 2 and item[2]:
         return _decode_owning(item)
     if tag == MIXED:
-        return tuple(decode(part) for part in item[1])
+        return _decode_parts(item[1])
     return _pickling().loads(item[1])
 
 
 def _decode_owning(item: tuple[Any, ...]) -> Any:
     if item[0] == MIXED:
-        return load_owning(item[2], lambda: tuple(decode(part) for part in item[1]))
-    return load_owning(item[2], lambda: _pickling().loads(item[1]))
+        return load_owning(item[2], _decode_parts, item[1])
+    return load_owning(item[2], _pickling().loads, item[1])
 
 
-def load_owning(fds: tuple[int, ...], load: Callable[[], Any]) -> Any:
-    """``load()`` the pickle of an item that carries memfds ``fds``, none of
-    which may be left open: if it fails, close those that no TransferableBuffer
-    or SharedBuffer took (the buffers that took theirs close them when they go)."""
+def _decode_parts(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(decode(part) for part in parts)
+
+
+def load_owning(fds: tuple[int, ...], load: Callable[..., Any], *args: Any) -> Any:
+    """``load(*args)``, which loads an item that carries memfds ``fds``, none
+    of which may be left open: if it fails, close those that no
+    TransferableBuffer or SharedBuffer took (the buffers that took theirs
+    close them when they go)."""
     outer = getattr(_loading, "unowned", None)
     _loading.unowned = unowned = set(fds)
     try:
-        return load()
+        return load(*args)
     except BaseException:
         _close_all(unowned)
         raise
