@@ -280,7 +280,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     results, index, initializer, initargs = config
     from ._ports import ReceivePort, _Local
     from ._runtime import _is_awaitable
-    from ._wire import PLAIN, encode, encode_exception
+    from ._wire import PLAIN, encode, encode_exception, load_owning
 
     if initializer is not None:
         try:
@@ -304,7 +304,10 @@ def _worker_main(config: tuple[Any, ...]) -> None:
                 break
             loaded: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | Exception
             try:
-                loaded = _load_task(functions, *item[1])
+                if len(item) > 2 and item[2]:  # its buffers' descriptors: none left open
+                    loaded = load_owning(item[2], _load_task, functions, *item[1])
+                else:
+                    loaded = _load_task(functions, *item[1])
             except Exception as error:
                 loaded = error
         finally:

@@ -568,3 +568,14 @@ def long_list_with_buffers(data):
     items[-10] = subiso.TransferableBuffer(data)
     items[-5] = Blob(bytearray(data))
     return items
+
+
+def refuse_to_load():
+    raise RuntimeError("this cannot be loaded here")
+
+
+class FailsToLoad:
+    """Pickles, and fails when it is unpickled."""
+
+    def __reduce__(self):
+        return (refuse_to_load, ())

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import subiso
 from subiso import _hub, _pickling
-from subiso._wire import encode
+from subiso._wire import PICKLED, decode, encode, mark_sent
 
 T = 30
 MEMFD = "memfd:subiso-shared"
@@ -179,6 +179,32 @@ def test_a_thousand_churned_buffers_leave_nothing(baseline):
             if i % 50 == 0:
                 assert pool.submit(helpers.shared_identity, buffer).result(T)[1]
         del buffer
+
+
+def test_a_buffer_alone_or_in_tuples_travels_unpickled(baseline):
+    buffer = subiso.SharedBuffer(b"unpickled" * 1000)
+    where = {
+        buffer: lambda message: message,
+        (1, buffer): lambda message: message[1],
+        ("a", (buffer, None)): lambda message: message[1][0],
+    }
+    for message, find in where.items():
+        item = encode(message)
+        assert item[0] != PICKLED
+        mark_sent(item)  # (as a put does: the item owns its descriptors now)
+        arrived = find(decode(item))
+        assert type(arrived) is subiso.SharedBuffer and arrived == buffer
+        assert helpers.inode(arrived) == helpers.inode(buffer)
+        del arrived
+
+
+def test_a_task_whose_arguments_fail_to_load_leaves_no_descriptor_open(baseline):
+    buffer = subiso.SharedBuffer(b"orphan" * 1000)
+    with subiso.Pool(1) as pool:
+        for message in ((helpers.FailsToLoad(), buffer), [helpers.FailsToLoad(), buffer]):
+            with pytest.raises(RuntimeError, match="cannot be loaded here"):
+                pool.submit(helpers.identity, message).result(T)
+    del buffer
 
 
 def test_pickled_outside_subiso_it_is_a_copy():
