@@ -218,6 +218,12 @@ class Hub:
         self.zombie_qid = _backend.queue_create()
         self.free_wakers_qid = _backend.queue_create()
         _backend.share_free_wakers(self.free_wakers_qid, owner=True)
+        # One token for the whole process: an isolate imports ctypes (to
+        # raise a kill into its thread) only while it holds the token. Two
+        # imports at once in two interpreters crashed CPython (3.13.0, in
+        # ctypes' class definitions) and hung it.
+        self.ctypes_token = os.pipe()
+        os.write(self.ctypes_token[1], b"t")
         _Process.hub_wfd = self.wfd
         _Process.zombie_qid = self.zombie_qid
         self.reaper = Reaper(self.wfd, self.zombie_qid)
@@ -322,6 +328,7 @@ class Hub:
                         self.free_wakers_qid,
                         self.reaper.queue,
                         self.reaper.waker[1],
+                        self.ctypes_token,
                     ),
                 },
             )

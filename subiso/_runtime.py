@@ -284,6 +284,7 @@ class Runtime:
             free_wakers_qid,
             _Process.reaper_qid,
             _Process.reaper_wfd,
+            self.ctypes_token,
         ) = params
         _Process.hub_qid = self.hub_qid
         _backend.share_free_wakers(free_wakers_qid, owner=False)
@@ -445,8 +446,8 @@ class Runtime:
 
     def _grace(self) -> None:
         """Give user code that waits a moment to leave by the interrupt fd:
-        then no raise is needed, nor ctypes (not free to import, and its
-        import in a subinterpreter crashed 3.14 once in many kills)."""
+        then no raise is needed, nor ctypes (not free to import, and only
+        one interpreter at a time may import it: see _import_ctypes)."""
         import time
 
         deadline = time.monotonic() + KILL_GRACE
@@ -474,8 +475,9 @@ class Runtime:
         ``in_user_code`` before it looks at ``raising``: under the GIL, a
         thread that leaves user code either stops the next raise or waits for
         it and withdraws it (see _leave_user_code)."""
-        import ctypes
         import time
+
+        ctypes = sys.modules.get("ctypes") or self._import_ctypes()
 
         def set_raise() -> None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -509,6 +511,19 @@ class Runtime:
     # So `in_user_code = False` is written inline, first thing, where user
     # code is left (never inside a called function, where a raise could land
     # before it): once it is False, the control thread raises no more.
+
+    def _import_ctypes(self) -> Any:
+        """ctypes, imported while this isolate holds the process's token (a
+        byte in a pipe that every isolate shares, see Hub): never while
+        another interpreter imports it."""
+        from os import read, write
+
+        read(self.ctypes_token[0], 1)
+        try:
+            import ctypes
+        finally:
+            write(self.ctypes_token[1], b"t")
+        return ctypes
 
     def _enter_user_code(self) -> None:
         self.in_user_code = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import helpers
 
 import subiso
@@ -143,3 +145,23 @@ def test_handles_travel_and_join():
         assert iso.join(T)
     finally:
         port.close()
+
+
+def test_a_kill_imports_ctypes_only_while_no_other_interpreter_does():
+    """Killing a busy loop imports ctypes in the isolate; two such imports
+    at once in two interpreters crashed CPython 3.13.0 or hung it. An
+    isolate imports it only while it holds the process's one token."""
+    from subiso import _hub
+
+    token = _hub.current_hub().ctypes_token
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.busy_entry, port.send_port)
+        assert port.receive(timeout=T) == "busy"
+        os.read(token[0], 1)  # as if another interpreter were importing ctypes
+        try:
+            iso.kill()
+            # The kill waits for the token: the loop cannot end without it.
+            assert not iso.join(0.5)
+        finally:
+            os.write(token[1], b"t")
+        assert iso.join(T)
