@@ -388,6 +388,30 @@ def wakers_add_free(wakers: object) -> None:
         waker_free((int(waker[0]), int(waker[1])))
 
 
+# Signals the kernel sends to the process, which it may hand to any thread
+# that does not block them. CPython runs their Python handlers in the main
+# thread, and a main thread blocked in a C call (a poll) sees one only if the
+# kernel chose it: handed to another thread, a Ctrl-C was never seen.
+_PROCESS_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+
+
+def start_thread(thread: Any) -> None:
+    """Start ``thread`` (a library thread) with the process's signals blocked
+    in it and in every thread it starts, isolates included: the kernel then
+    hands them to the main thread, which handles them."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    blocked = {getattr(signal, name) for name in _PROCESS_SIGNALS if hasattr(signal, name)}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        thread.start()  # (it inherits this thread's mask)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def wake(wfd: int) -> None:
     try:
         os.write(wfd, _ONE)

@@ -228,7 +228,7 @@ class Hub:
         _Process.zombie_qid = self.zombie_qid
         self.reaper = Reaper(self.wfd, self.zombie_qid)
         self.thread = threading.Thread(target=self._serve, name="subiso-hub", daemon=True)
-        self.thread.start()
+        _backend.start_thread(self.thread)
         threading._register_atexit(self.shutdown)  # type: ignore[attr-defined]
         atexit.register(self.shutdown)
         if _backend.FORK_KILLS_CHILD and hasattr(os, "register_at_fork"):
@@ -248,7 +248,7 @@ class Hub:
                 self.warming.append(booted)
             self.starting += 1
         try:
-            booted.thread.start()
+            _backend.start_thread(booted.thread)
         except BaseException:  # no thread to be had: nobody has its control port yet
             with self.lock:
                 self.live.pop(booted.ctl_qid, None)
@@ -637,7 +637,7 @@ class Reaper:
         )
         self.thread = threading.Thread(target=self._run, name="subiso-reaper", daemon=True)
         _Process.reaper_qid, _Process.reaper_wfd = self.queue, self.waker[1]
-        self.thread.start()
+        _backend.start_thread(self.thread)
 
     def _run(self) -> None:
         try:

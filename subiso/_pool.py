@@ -619,7 +619,7 @@ class _Core:
         self.thread = threading.Thread(
             target=_collect, args=(self,), name=f"subiso-pool-{self.name}", daemon=True
         )
-        self.thread.start()
+        _backend.start_thread(self.thread)
         _running.add(self)
 
     def _pool_gone(self, _: object) -> None:

@@ -877,9 +877,9 @@ class _Dispatcher:
             import threading
 
             self._started = True
-            threading.Thread(
-                target=self._forever, name="subiso-port-dispatcher", daemon=True
-            ).start()
+            _backend.start_thread(
+                threading.Thread(target=self._forever, name="subiso-port-dispatcher", daemon=True)
+            )
 
     def _forever(self) -> None:
         while True:

@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import subiso
+
 ROOT = Path(__file__).parent.parent
+T = 30
 
 SCRIPT = textwrap.dedent(
     """
@@ -276,3 +280,27 @@ def test_exit_ends_the_isolates_when_threading_never_calls_the_hub():
     """A Ctrl-C that lands in threading's exit hooks before the hub's skips
     them all: the isolates were left running and CPython aborted."""
     _leave(SKIPPED_HOOK_SCRIPT, 0)
+
+
+def _blocked_signals(native_id):
+    """The signal numbers a thread of this process blocks (from /proc)."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+    mask = int(line.split()[1], 16)
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc")
+def test_library_threads_leave_ctrl_c_to_the_main_thread():
+    """The kernel hands a Ctrl-C to any thread that does not block it, and
+    CPython handles it only in the main thread: one handed to a library
+    thread left the main thread in its wait for good (seen under load). So
+    every library thread, isolates included, blocks it."""
+    with subiso.Pool(1) as pool:
+        isolate_thread = pool.submit(threading.get_native_id).result(T)
+        library = [t for t in threading.enumerate() if t.name.startswith("subiso")]
+        assert {t.name.split("-")[1] for t in library} >= {"hub", "pool", "reaper"}
+        for thread in library:
+            assert signal.SIGINT in _blocked_signals(thread.native_id), thread.name
+        assert signal.SIGINT in _blocked_signals(isolate_thread)
+    assert signal.SIGINT not in _blocked_signals(threading.get_native_id())
