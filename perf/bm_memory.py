@@ -141,15 +141,20 @@ def main() -> None:
             "byte",
         )
 
-    benchmarks = []
-    for name, (value, unit) in results.items():
-        metadata = {"name": name, "unit": unit, "description": __doc__.splitlines()[0]}
-        run = pyperf.Run([max(value, 1e-9)], metadata=metadata, collect_metadata=False)
-        benchmarks.append(pyperf.Benchmark([run]))
-    pyperf.BenchmarkSuite(benchmarks).dump(args.output, replace=True)
+    dump_suite(results, args.output, __doc__.splitlines()[0])
     for name, (value, unit) in results.items():
         shown = f"{value / (1 << 20):.2f} MiB" if unit == "byte" else f"{value * 1e3:.2f} ms"
         print(f"{name}: {shown}")
+
+
+def dump_suite(results: dict[str, tuple[float, str]], output: str, description: str) -> None:
+    """Write measurements taken once each (name: (value, unit)) as a pyperf suite."""
+    benchmarks = []
+    for name, (value, unit) in results.items():
+        metadata = {"name": name, "unit": unit, "description": description}
+        run = pyperf.Run([max(value, 1e-9)], metadata=metadata, collect_metadata=False)
+        benchmarks.append(pyperf.Benchmark([run]))
+    pyperf.BenchmarkSuite(benchmarks).dump(output, replace=True)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ import time
 from multiprocessing import shared_memory
 from pathlib import Path
 
-import pyperf
-
 sys.path.insert(0, str(Path(__file__).parent))
 import tasks
+from bm_memory import dump_suite
 
 import subiso
 from subiso import _hub
@@ -159,12 +158,7 @@ def main() -> None:
     results[f"{summed}, 1 isolate"] = (one, "second")
     results[f"{summed}, 2 isolates"] = (two, "second")
 
-    benchmarks = []
-    for name, (value, unit) in results.items():
-        metadata = {"name": name, "unit": unit, "description": __doc__.splitlines()[0]}
-        run = pyperf.Run([max(value, 1e-9)], metadata=metadata, collect_metadata=False)
-        benchmarks.append(pyperf.Benchmark([run]))
-    pyperf.BenchmarkSuite(benchmarks).dump(args.output, replace=True)
+    dump_suite(results, args.output, __doc__.splitlines()[0])
     for name, (value, unit) in results.items():
         shown = f"{value / mib:,.0f} MiB" if unit == "byte" else f"{value:.3f} s"
         print(f"{name}: {shown}")
