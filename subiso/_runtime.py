@@ -477,7 +477,7 @@ class Runtime:
         it and withdraws it (see _leave_user_code)."""
         import time
 
-        ctypes = sys.modules.get("ctypes") or self._import_ctypes()
+        ctypes = self._import_ctypes()
 
         def set_raise() -> None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -515,7 +515,8 @@ class Runtime:
     def _import_ctypes(self) -> Any:
         """ctypes, imported while this isolate holds the process's token (a
         byte in a pipe that every isolate shares, see Hub): never while
-        another interpreter imports it."""
+        another interpreter imports it. (Also when this interpreter has it:
+        another thread of it may still be importing it.)"""
         from os import read, write
 
         read(self.ctypes_token[0], 1)
