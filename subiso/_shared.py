@@ -77,22 +77,11 @@ class SharedBuffer:
         if not self._nbytes or not _MEMFD:
             self._inline = bytes(view)
             return
-        fd = os.memfd_create("subiso-shared", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            written = 0  # write(), not a mapping: the kernel fills its pages without faults
-            while written < self._nbytes:
-                written += os.write(fd, view[written:])
-            import fcntl
+        import fcntl
 
-            fcntl.fcntl(
-                fd,
-                fcntl.F_ADD_SEALS,
-                fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
-            )
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        # Sealed: no write, no resize, for anyone who holds the descriptor.
+        seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        self._fd = _wire.memfd_copy(view, "subiso-shared", seals)
 
     def _view(self) -> memoryview:
         if self._inline is not None:

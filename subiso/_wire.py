@@ -273,6 +273,25 @@ def load_function(function: tuple[Any, ...]) -> Any:
 _OWNED, _SENT, _USED = "owned", "sent away", "materialized"
 
 
+def memfd_copy(view: memoryview, name: str, seals: int = 0) -> int:
+    """A new memfd holding a copy of ``view`` (bytes), sealed with ``seals``
+    (``fcntl.F_SEAL_*``) if any."""
+    flags = os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if seals else 0)
+    fd = os.memfd_create(name, flags)
+    try:
+        written = 0  # write(), not a mapping: the kernel fills its pages without faults
+        while written < view.nbytes:
+            written += os.write(fd, view[written:])
+        if seals:
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class TransferableBuffer:
     """A buffer that moves between isolates without being copied.
 
@@ -294,15 +313,7 @@ class TransferableBuffer:
         self._fd = -1
         self._inline: bytes | None = None
         if self._nbytes and hasattr(os, "memfd_create"):
-            fd = os.memfd_create("subiso-transfer", os.MFD_CLOEXEC)
-            try:
-                written = 0  # write(), not a mapping: the kernel fills its pages without faults
-                while written < self._nbytes:
-                    written += os.write(fd, view[written:])
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
+            self._fd = memfd_copy(view, "subiso-transfer")
         else:
             self._inline = bytes(view)
 
