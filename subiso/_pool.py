@@ -107,6 +107,9 @@ _hub.before_exit.append(_at_exit)
 
 # Seconds to wait for an isolate that was told to end (it has, or was killed).
 _JOIN_SECONDS = 60.0
+# While shutdown waits: how often it posts again the kills of workers that
+# were killed but have not exited.
+_REKILL_SECONDS = 1.0
 _REPLACED = "the pool isolate %s %s; a new one replaces it"  # logged
 
 
@@ -709,15 +712,41 @@ class _Core:
             # (Not from a done-callback on the collector: it cannot wait for
             # itself.) A join is one call into C: a Ctrl-C cannot leave it
             # half done, as it can a Condition's wait.
-            self.thread.join()
+            while not self._join(_REKILL_SECONDS):
+                # A Ctrl-C can land between marking a worker killed and
+                # posting its kill (Task.cancel): post it again, or this
+                # join would wait for a worker that nobody told to end.
+                with self.lock:
+                    killed = [w for w in self.workers.values() if w.killed]
+                for worker in killed:
+                    worker.isolate.kill(IMMEDIATE)
+
+    def _join(self, timeout: float) -> bool:
+        assert self.thread is not None
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
 
     def stop_all(self) -> None:
-        """Cancel every task, queued or running, and take no more."""
+        """Cancel every task, queued or running, take no more, and kill every
+        worker still alive.
+
+        Ctrl-C calls this, and a second Ctrl-C can cut it (or an earlier
+        cancel, kill or retire) short anywhere; the exit calls it again. So
+        each call kills every worker that is left, also those it told to end
+        already: a kill of a dying isolate costs nothing, and the join that
+        follows never waits for a worker whose message was lost."""
         self.shutdown(wait=False, cancel_futures=True)
         with self.lock:
             running = [w.task for w in self.workers.values() if w.task is not None]
         for task in running:
             task.cancel()
+        with self.lock:
+            left = list(self.workers.values())
+            for worker in left:
+                if not worker.killed:
+                    worker.retiring = True  # not replaced, nor counted as such
+        for worker in left:
+            worker.isolate.kill(IMMEDIATE)
 
     # -- under the lock -----------------------------------------------------------------
 

@@ -151,6 +151,44 @@ def test_keyboard_interrupt_during_pool_map(ctrl_c):
         assert pool.submit(helpers.square, 3).result(timeout=T) == 9  # replaced, still working
 
 
+def test_a_second_ctrl_c_that_cuts_a_pool_kill_short_still_ends_the_pool(ctrl_c, monkeypatch):
+    """Ctrl-C stops a pool's work: its running task is cancelled and its
+    worker killed. A second Ctrl-C that landed after the task was marked
+    cancelled but before the kill was posted left that worker spinning, and
+    the pool's exit (a join, which no Ctrl-C cuts) waited for it for good."""
+    send = SendPort.send
+    interrupted = []
+
+    def send_interrupted_once(self, message):
+        if isinstance(message, Kill) and not interrupted:
+            interrupted.append(message)
+            raise KeyboardInterrupt  # a second Ctrl-C, before the kill is posted
+        send(self, message)
+
+    monkeypatch.setattr(SendPort, "send", send_interrupted_once)
+    pool = subiso.Pool(1)
+    left, hung = threading.Event(), []
+
+    def watchdog():  # ends the worker if the pool does not, so that the test can fail
+        if not left.wait(T):
+            hung.append(True)
+            for worker in list(pool._core.workers.values()):
+                worker.isolate.kill()
+
+    guard = threading.Thread(target=watchdog)
+    guard.start()
+    try:
+        with subiso.ReceivePort() as port:
+            with _ctrl_c_once_started(port), pytest.raises(KeyboardInterrupt):
+                with pool:
+                    list(pool.map(helpers.announce_then_spin, [port.send_port]))
+    finally:
+        left.set()
+        guard.join(T)
+    assert interrupted
+    assert not hung, "the pool's exit waited for a worker nobody killed"
+
+
 def _ordering(senders: int, each: int) -> None:
     with subiso.ReceivePort() as port:
         isolates = [
