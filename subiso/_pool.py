@@ -266,7 +266,7 @@ class _Ending(NamedTuple):
 
 
 class _Worker:
-    __slots__ = ("done", "inbox", "index", "isolate", "killed", "retiring", "task")
+    __slots__ = ("cancelled", "done", "inbox", "index", "isolate", "killed", "retiring", "task")
 
     def __init__(self, index: int, isolate: Isolate) -> None:
         self.index = index
@@ -276,6 +276,7 @@ class _Worker:
         self.done = 0
         self.retiring = False  # asked to stop: not replaced unless work remains
         self.killed = False  # killed to cancel its task: replaced
+        self.cancelled: Task[Any] | None = None  # that task, settled by its exit at the latest
 
 
 def _worker_main(config: tuple[Any, ...]) -> None:
@@ -676,10 +677,17 @@ class _Core:
             self.counts["cancelled"] += task._calls
             worker.task = None
             worker.killed = True
+            worker.cancelled = task
+        # A Ctrl-C can cut this short from here on: the worker's exit settles
+        # the task, and a waiting shutdown posts the kill again (see there).
         worker.isolate.kill(IMMEDIATE)  # the collector replaces it when it has exited
-        task._cancel_from("RUNNING")  # (its worker is being killed)
-        self._unfinished.discard(task)
+        self._settle_cancelled(task)
         return True
+
+    def _settle_cancelled(self, task: Task[Any]) -> None:
+        """``task``, whose worker is being killed to cancel it, is cancelled."""
+        task._cancel_from("RUNNING")  # (False if it is already)
+        self._unfinished.discard(task)
 
     def stats(self, size: int) -> PoolStats:
         with self.lock:
@@ -1074,6 +1082,7 @@ class _Core:
             if worker in self.idle:
                 self.idle.remove(worker)
             task, worker.task = worker.task, None
+            cancelled, worker.cancelled = worker.cancelled, None
             task_lost = task is not None
             if task is not None:
                 died = BrokenIsolateError(f"the pool isolate {worker.isolate.debug_name} died")
@@ -1090,6 +1099,9 @@ class _Core:
         elif replace and not worker.retiring:
             what = "died running a task" if task_lost else "died"
             _log.warning(_REPLACED, worker.isolate.debug_name, what)
+        if cancelled is not None and not cancelled.done():  # its cancel was cut short
+            self._settle_cancelled(cancelled)
+            self.settled(cancelled)
         _end_all(endings)
         worker.isolate.join(_JOIN_SECONDS)
         if replace:

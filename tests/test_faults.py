@@ -151,25 +151,28 @@ def test_keyboard_interrupt_during_pool_map(ctrl_c):
         assert pool.submit(helpers.square, 3).result(timeout=T) == 9  # replaced, still working
 
 
-def test_a_second_ctrl_c_that_cuts_a_pool_kill_short_still_ends_the_pool(ctrl_c, monkeypatch):
-    """Ctrl-C stops a pool's work: its running task is cancelled and its
-    worker killed. A second Ctrl-C that landed after the task was marked
-    cancelled but before the kill was posted left that worker spinning, and
-    the pool's exit (a join, which no Ctrl-C cuts) waited for it for good."""
+def _interrupt_the_first_kill(monkeypatch) -> list[Kill]:
+    """A Ctrl-C that lands just before the first Kill request is posted."""
     send = SendPort.send
-    interrupted = []
+    interrupted: list[Kill] = []
 
     def send_interrupted_once(self, message):
         if isinstance(message, Kill) and not interrupted:
             interrupted.append(message)
-            raise KeyboardInterrupt  # a second Ctrl-C, before the kill is posted
+            raise KeyboardInterrupt
         send(self, message)
 
     monkeypatch.setattr(SendPort, "send", send_interrupted_once)
-    pool = subiso.Pool(1)
+    return interrupted
+
+
+@contextlib.contextmanager
+def _pool_must_end(pool):
+    """Fail, rather than hang, if the block does not end: after T seconds
+    the pool's workers are killed from outside."""
     left, hung = threading.Event(), []
 
-    def watchdog():  # ends the worker if the pool does not, so that the test can fail
+    def watchdog():
         if not left.wait(T):
             hung.append(True)
             for worker in list(pool._core.workers.values()):
@@ -178,15 +181,38 @@ def test_a_second_ctrl_c_that_cuts_a_pool_kill_short_still_ends_the_pool(ctrl_c,
     guard = threading.Thread(target=watchdog)
     guard.start()
     try:
-        with subiso.ReceivePort() as port:
-            with _ctrl_c_once_started(port), pytest.raises(KeyboardInterrupt):
-                with pool:
-                    list(pool.map(helpers.announce_then_spin, [port.send_port]))
+        yield
     finally:
         left.set()
         guard.join(T)
+    assert not hung, "the pool waited for a worker nobody killed"
+
+
+def test_a_second_ctrl_c_that_cuts_a_pool_kill_short_still_ends_the_pool(ctrl_c, monkeypatch):
+    """Ctrl-C stops a pool's work: its running task is cancelled and its
+    worker killed. A second Ctrl-C that landed after the task was marked
+    cancelled but before the kill was posted left that worker spinning, and
+    the pool's exit (a join, which no Ctrl-C cuts) waited for it for good."""
+    interrupted = _interrupt_the_first_kill(monkeypatch)
+    pool = subiso.Pool(1)
+    with _pool_must_end(pool), subiso.ReceivePort() as port:
+        with _ctrl_c_once_started(port), pytest.raises(KeyboardInterrupt):
+            with pool:
+                list(pool.map(helpers.announce_then_spin, [port.send_port]))
     assert interrupted
-    assert not hung, "the pool's exit waited for a worker nobody killed"
+
+
+def test_a_cancel_that_ctrl_c_cut_short_does_not_hang_shutdown(monkeypatch):
+    interrupted = _interrupt_the_first_kill(monkeypatch)
+    pool = subiso.Pool(1)
+    with _pool_must_end(pool), subiso.ReceivePort() as port:
+        task = pool.submit(helpers.announce_then_spin, port.send_port)
+        assert port.receive(timeout=T) == "started"
+        with pytest.raises(KeyboardInterrupt):
+            task.cancel()  # caught, and the program goes on
+        assert interrupted
+        pool.shutdown(wait=True)
+    assert task.cancelled()  # settled by its worker's exit, which the cancel had decided
 
 
 def _ordering(senders: int, each: int) -> None:
