@@ -170,6 +170,14 @@ def queue_count(qid: int) -> int:
     return n
 
 
+def queue_empty(qid: int) -> bool:
+    """Whether the queue exists and holds nothing."""
+    try:
+        return not _interpqueues.get_count(qid)
+    except QueueNotFoundError:
+        return False
+
+
 def queue_exists(qid: int) -> bool:
     try:
         _interpqueues.get_count(qid)

@@ -281,8 +281,8 @@ class _Worker:
 
 def _worker_main(config: tuple[Any, ...]) -> None:
     """The loop each pool isolate runs."""
-    results, index, initializer, initargs = config
-    from ._ports import ReceivePort, _Local
+    results, index, initializer, initargs, watchers = config
+    from ._ports import ReceivePort, _deliver, _Local
     from ._runtime import _is_awaitable
     from ._wire import PLAIN, encode, encode_exception, load_owning
 
@@ -333,7 +333,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
                 item = (PLAIN, (_PICKLED, index, shareable(encoded)), *encoded[2:])
         except Exception as error:
             item = (PLAIN, (_ERROR, index, encode_exception(error)))
-        results._send_item(item)
+        _deliver(results._qid, results._wfd, item, watchers)  # (see _Core.watchers)
     inbox.close()
 
 
@@ -599,6 +599,13 @@ class _Core:
         self.collector_bell = _backend.waker_new()
         self.leader_bell = _backend.waker_new()
         self.bells_open = True
+        # Who waits on the results port's waker, as tokens (see _ports._watched):
+        # workers write it after a result only if one is there. The collector
+        # has a token while no thread leads, so a leader that takes its
+        # results itself does not wake the collector for each; a leader has
+        # one while it parks. Tokens change under the lock.
+        self.watchers = _backend.queue_create()
+        _backend.queue_put(self.watchers, None)  # the collector's
         self.collector_ended = False
         self.thread: threading.Thread | None = None
         self.pool_ref: weakref.ref[Pool] | None = None  # kept for its callback
@@ -615,6 +622,7 @@ class _Core:
             for worker in self.workers.values():
                 worker.isolate.join(_JOIN_SECONDS)
             self.results.close()
+            _backend.queue_destroy(self.watchers)
             with self.lock:
                 self.collector_ended = True  # it never started
                 self.free_bells()
@@ -634,7 +642,7 @@ class _Core:
     def _spawn(self) -> _Worker:
         """Start one worker isolate (blocks until it runs; never under the lock)."""
         index = next(self.next_index)
-        config = (self.results.send_port, index, self.initializer, self.initargs)
+        config = (self.results.send_port, index, self.initializer, self.initargs, self.watchers)
         isolate = spawn_isolate(
             _worker_main,
             config,
@@ -928,6 +936,7 @@ class _Core:
                 if lead:
                     self.leader = task
                     self.leader_thread = threading.get_ident()
+                    self._unwatch()  # the collector's token: this thread takes the results
                 else:
                     self.followers[task] = self.followers.get(task, 0) + 1
             if lead:
@@ -954,8 +963,11 @@ class _Core:
         """The leader leaves: its followers are woken, and one of them leads."""
         with self.lock:
             self.leader = None
+            self._watch()  # the collector's token again, before the look below
             followers = list(self.followers)
             self.free_bells()
+        if _backend.queue_count(self.results._qid):  # left behind: the collector takes it
+            self.ring(self.collector_bell)
         for task in followers:
             with task._condition:
                 task._condition.notify_all()
@@ -987,10 +999,28 @@ class _Core:
                     if remaining <= 0:
                         return
                 parked = time.perf_counter()
-                results._wait(remaining, self.leader_bell[0], task.done)
+                self._watch()  # this thread's token, before _wait looks a last time
+                try:
+                    results._wait(remaining, self.leader_bell[0], task.done)
+                finally:
+                    self._unwatch()
                 results._adapt_spin(time.perf_counter() - parked)
         except PortClosedError:
             pass  # the pool's isolates are gone, and with them every unfinished task
+
+    def _watch(self) -> None:
+        """Put a token on ``watchers``: results wake its owner from now on."""
+        try:
+            _backend.queue_put(self.watchers, None)
+        except _backend.QueueNotFoundError:
+            pass  # the collector has ended: nothing comes any more
+
+    def _unwatch(self) -> None:
+        """Take a token back (the owner never waits on the waker without one)."""
+        try:
+            _backend.queue_get(self.watchers)
+        except _backend.QueueNotFoundError:
+            pass
 
     def settled(self, task: Task[Any]) -> None:
         """``task`` is done: if a thread that waits for it parks on the results
@@ -1179,6 +1209,7 @@ def _collect(core: _Core) -> None:
             core.break_down(error)
     finally:
         core.results.close()
+        _backend.queue_destroy(core.watchers)  # (after the close: no result needs a wake)
         with core.lock:
             core.collector_ended = True
             core.free_bells()

@@ -112,7 +112,9 @@ def _library[F: Callable[..., Any]](method: F) -> F:
     return protected  # type: ignore[return-value]
 
 
-def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
+def _deliver(qid: int, wfd: int, item: tuple[Any, ...], watchers: int = -1) -> None:
+    """Put ``item`` on queue ``qid`` and write its waker ``wfd``; with a
+    ``watchers`` queue, write it only if that holds a token (see _watched)."""
     # Noted before the put: an exited isolate is destroyed only once what it
     # put is received, and a kill may end this one right after the put.
     _Local.sent_to.add(qid)
@@ -120,12 +122,28 @@ def _deliver(qid: int, wfd: int, item: tuple[Any, ...]) -> None:
         # Buffers change hands between the put and mark_sent: a kill must
         # not land in between, or the sender's copy closes what was sent.
         try:
-            if _put(qid, item):
+            if _put(qid, item) and _watched(watchers):
                 _backend.wake(wfd)
         finally:
             _Local.unshield()  # type: ignore[misc]
-    elif _put(qid, item):
+    elif _put(qid, item) and _watched(watchers):
         _backend.wake(wfd)
+
+
+def _watched(watchers: int) -> bool:
+    """Whether a receiver may wait on the waker: always, unless the port's
+    receivers keep a ``watchers`` queue, with a token in it for each that
+    waits on the waker (or may, from the look that comes before its wait).
+
+    Writing a waker that nobody polls costs a system call; one that a
+    thread polls wakes it, also when it has nothing to do. With a watchers
+    queue no wake-up is lost: the receiver puts its token before it looks
+    at the port a last time and then waits; the sender puts its item before
+    it counts the tokens. Both are operations on queues under their mutexes,
+    so either the receiver's look sees the item, or the sender sees the
+    token and writes the waker.
+    """
+    return watchers < 0 or not _backend.queue_empty(watchers)  # (gone: write it)
 
 
 def _put(qid: int, item: tuple[Any, ...]) -> bool:

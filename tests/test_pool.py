@@ -146,6 +146,22 @@ def test_a_done_callback_on_the_collector_may_wait_for_a_replacement_isolate():
         assert pool.submit(helpers.square, 4).result(timeout=T) == 16
 
 
+def test_results_that_arrive_as_the_waiting_thread_leaves_reach_the_collector():
+    # While a thread waits, it takes the results itself and the collector is
+    # not woken for them; when it leaves, the collector is again. A result
+    # landing just then must still complete its task, here seen only by a
+    # done-callback. Many rounds, so the second result lands before, while
+    # and after the first one's waiter leaves.
+    with subiso.Pool(2) as pool:
+        for i in range(300):
+            heard = threading.Event()
+            waited = pool.submit(helpers.square, i)
+            other = pool.submit(helpers.slow_square, i % 3)
+            other.add_done_callback(lambda _: heard.set())
+            assert waited.result(timeout=T) == i * i
+            assert heard.wait(T), f"round {i}: a result nobody waited for was never taken"
+
+
 def test_max_tasks_per_isolate_recycles():
     with subiso.Pool(1, max_tasks_per_isolate=2) as pool:
         calls = [pool.submit(helpers.count_calls).result(timeout=T) for _ in range(5)]
