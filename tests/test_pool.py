@@ -157,7 +157,7 @@ def test_results_that_arrive_as_the_waiting_thread_leaves_reach_the_collector():
             heard = threading.Event()
             waited = pool.submit(helpers.square, i)
             other = pool.submit(helpers.slow_square, i % 3)
-            other.add_done_callback(lambda _: heard.set())
+            other.add_done_callback(lambda _, heard=heard: heard.set())
             assert waited.result(timeout=T) == i * i
             assert heard.wait(T), f"round {i}: a result nobody waited for was never taken"
 
