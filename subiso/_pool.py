@@ -929,22 +929,26 @@ class _Core:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not task.done():
-            with self.lock:
-                if self.results.is_closed:
-                    break  # the pool is gone: so is every unfinished task
-                lead = self.leader is None
+            lead = False
+            try:
+                with self.lock:
+                    if self.results.is_closed:
+                        break  # the pool is gone: so is every unfinished task
+                    lead = self.leader is None
+                    if lead:
+                        self.leader = task
+                        self.leader_thread = threading.get_ident()
+                        self._unwatch()  # the collector's token: this thread takes the results
+                    else:
+                        self.followers[task] = self.followers.get(task, 0) + 1
                 if lead:
-                    self.leader = task
-                    self.leader_thread = threading.get_ident()
-                    self._unwatch()  # the collector's token: this thread takes the results
-                else:
-                    self.followers[task] = self.followers.get(task, 0) + 1
-            if lead:
-                try:
                     self._lead(task, deadline)
-                finally:
-                    self._hand_over()
-                break
+                    break
+            finally:
+                # Also when a Ctrl-C lands anywhere above: a leader that
+                # stays would keep everyone else from taking results.
+                if lead:
+                    self._hand_over(task)
             try:
                 with task._condition:
                     if not task.done() and self.leader is not None:
@@ -959,9 +963,12 @@ class _Core:
                         del self.followers[task]
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def _hand_over(self) -> None:
-        """The leader leaves: its followers are woken, and one of them leads."""
+    def _hand_over(self, task: Task[Any]) -> None:
+        """The leader (this thread, waiting for ``task``) leaves: its followers
+        are woken, and one of them leads."""
         with self.lock:
+            if self.leader is not task or self.leader_thread != threading.get_ident():
+                return  # it never became the leader
             self.leader = None
             self._watch()  # the collector's token again, before the look below
             followers = list(self.followers)

@@ -162,6 +162,31 @@ def test_results_that_arrive_as_the_waiting_thread_leaves_reach_the_collector():
             assert heard.wait(T), f"round {i}: a result nobody waited for was never taken"
 
 
+def test_a_ctrl_c_as_a_waiting_thread_starts_to_lead_leaves_no_leader_behind(monkeypatch):
+    # A Ctrl-C landing just after a waiting thread became the one that takes
+    # results (before its wait began) left it the leader for good: nobody took
+    # results any more, and every later wait timed out.
+    with subiso.Pool(1) as pool:
+        core = pool._core
+        unwatch = type(core)._unwatch
+        armed = [True]
+
+        def then_interrupted(self):
+            unwatch(self)
+            if armed and threading.current_thread() is threading.main_thread():
+                armed.pop()
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(type(core), "_unwatch", then_interrupted)
+        task = pool.submit(helpers.slow_square, 3)
+        with pytest.raises(KeyboardInterrupt):
+            task.result(timeout=T)
+        assert not armed
+        assert core.leader is None
+        assert task.result(timeout=T) == 9
+        assert pool.submit(helpers.square, 4).result(timeout=T) == 16
+
+
 def test_max_tasks_per_isolate_recycles():
     with subiso.Pool(1, max_tasks_per_isolate=2) as pool:
         calls = [pool.submit(helpers.count_calls).result(timeout=T) for _ in range(5)]
