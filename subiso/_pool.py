@@ -99,8 +99,9 @@ def _at_exit() -> None:
     interrupted = _backend.main_ended_in_interrupt()
     for core in list(_running):
         if interrupted:  # a Ctrl-C ended the program: it ends the work too
-            core.stop_all()
-        core.shutdown(wait=True, cancel_futures=False)
+            core.stop_and_wait()
+        else:
+            core.shutdown(wait=True, cancel_futures=False)
 
 
 _hub.before_exit.append(_at_exit)
@@ -110,6 +111,18 @@ _JOIN_SECONDS = 60.0
 # While shutdown waits: how often it posts again the kills of workers that
 # were killed but have not exited.
 _REKILL_SECONDS = 1.0
+# After a Ctrl-C, how long the exit waits for the collector once the
+# isolates are gone (it only has its books to close).
+_BOOKS_SECONDS = 5.0
+
+
+def _give_back(lock: Any) -> None:
+    """Release an RLock this thread holds, as often as it holds it; only
+    where this thread holds none by design: what it holds, a Ctrl-C left."""
+    if lock._is_owned():
+        lock._release_save()
+
+
 _REPLACED = "the pool isolate %s %s; a new one replaces it"  # logged
 
 
@@ -385,12 +398,18 @@ class _ExecutorFace(Executor):
         if isinstance(exc_value, KeyboardInterrupt):
             # Ctrl-C stops the work, as it stops a ProcessPoolExecutor's
             # workers (they get the signal too), instead of waiting for it.
-            self._stop_all()
-        self.shutdown(wait=True)
+            self._stop_all_and_wait()
+        else:
+            self.shutdown(wait=True)
 
     def _stop_all(self) -> None:
         """Cancel every task, queued or running, and take no more."""
         raise NotImplementedError
+
+    def _stop_all_and_wait(self) -> None:
+        """What Ctrl-C does: stop everything, and wait until the workers are gone."""
+        self._stop_all()
+        self.shutdown(wait=True)
 
     def execute[R](
         self,
@@ -736,6 +755,38 @@ class _Core:
                     killed = [w for w in self.workers.values() if w.killed]
                 for worker in killed:
                     worker.isolate.kill(IMMEDIATE)
+
+    def stop_and_wait(self) -> None:
+        """What a Ctrl-C does (leaving a Pool's block, or the program): stop
+        everything, then wait until the pool's isolates are gone.
+
+        Not until its collector is: a Ctrl-C can land between a ``with``
+        statement's acquire and its block, and leave this thread holding a
+        lock (the pool's, a task's) for good; the collector may wait for it.
+        The pool's lock is given back here, where this thread holds it by no
+        design. What the exit must wait for is the isolates' end; the
+        collector, a daemon thread, gets a moment to finish its books."""
+        self.stop_all()
+        _give_back(self.lock)
+        deadline = time.monotonic() + _JOIN_SECONDS
+        with self.lock:
+            workers = list(self.workers.values())
+        for worker in workers:
+            while not worker.isolate.join(
+                max(0.0, min(_REKILL_SECONDS, deadline - time.monotonic()))
+            ):
+                if time.monotonic() >= deadline:
+                    _log.error(
+                        "pool isolate %s did not end after its kill", worker.isolate.debug_name
+                    )
+                    break
+                worker.isolate.kill(IMMEDIATE)  # (a Ctrl-C may have cut the last one short)
+        if self.thread is not None and self.thread is not threading.current_thread():
+            if not self._join(_BOOKS_SECONDS):
+                _log.warning(
+                    "the collector of pool %s did not end after its isolates; left to the exit",
+                    self.name,
+                )
 
     def _join(self, timeout: float) -> bool:
         assert self.thread is not None
@@ -1357,6 +1408,9 @@ class Pool(_ExecutorFace):
 
     def _stop_all(self) -> None:
         self._core.stop_all()
+
+    def _stop_all_and_wait(self) -> None:
+        self._core.stop_and_wait()
 
     def __repr__(self) -> str:
         name = f" {self.debug_name!r}" if self.debug_name else ""
