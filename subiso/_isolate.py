@@ -42,6 +42,15 @@ from ._runtime import (
     start_item,
 )
 
+# A join looks again at the exit port at least this often (seconds), in case
+# the thread that saw the exit first was cut short before it said so.
+_EXIT_LOOK = 1.0
+
+
+def _never() -> bool:
+    return False
+
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -258,7 +267,7 @@ class Isolate:
             return True
         if self._exited:
             return False
-        if self._exit_port is not None and self._exit_port._poll_item() is not _backend.EMPTY:
+        if self._exit_port is not None and _backend.queue_count(self._exit_port._qid):
             self._mark_exited()
             return False
         return _backend.queue_exists(self._control._qid)
@@ -268,6 +277,34 @@ class Isolate:
         if self._exit_port is not None:
             self._exit_port.close()
 
+    def _wait_for_exit(self, port: ReceivePort, timeout: float | None) -> bool:
+        """Wait until the exit message is on ``port``. It is looked at, never
+        taken: a Ctrl-C that lands as a join learns of the exit leaves it
+        there for the next join (taken, it was lost, and every later join
+        waited for good). The first to see it closes the port, which wakes
+        the others; each looks again every _EXIT_LOOK seconds at most."""
+        deadline = None if timeout is None else _perf_counter() + timeout
+        bell = _backend.waker_new()  # (rung by nobody: the port's waker says it all)
+        try:
+            while not _backend.queue_count(port._qid):
+                if self._exited:  # another thread saw the exit and closed the port
+                    return True
+                step = _EXIT_LOOK
+                if deadline is not None:
+                    step = min(step, deadline - _perf_counter())
+                    if step <= 0:
+                        return False
+                try:
+                    port._wait(step, bell[0], _never, interruptible=True)
+                except PortClosedError:
+                    if self._exited:
+                        return True
+                    raise
+        finally:
+            _backend.waker_free(bell)
+        self._mark_exited()
+        return True
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the isolate has exited; False if ``timeout`` passed first."""
         if self._control is None:
@@ -275,16 +312,7 @@ class Isolate:
         if self._exited:
             return True
         if self._exit_port is not None:
-            try:
-                self._exit_port.receive(timeout)
-            except TimeoutError:
-                return False
-            except PortClosedError:
-                if self._exited:  # another thread saw the exit first and closed the port
-                    return True
-                raise
-            self._mark_exited()
-            return True
+            return self._wait_for_exit(self._exit_port, timeout)
         with ReceivePort() as port:  # a handle that travelled: listen for the exit
             self.add_on_exit_listener(port.send_port)
             deadline = None if timeout is None else _perf_counter() + timeout

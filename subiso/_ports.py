@@ -400,18 +400,27 @@ class _Port:
         return EMPTY
 
     @_library
-    def _wait(self, timeout: float | None, bell: int, ready: Callable[[], bool]) -> None:
+    def _wait(
+        self,
+        timeout: float | None,
+        bell: int,
+        ready: Callable[[], bool],
+        *,
+        interruptible: bool = False,
+    ) -> None:
         """Park until an item may wait, ``ready()`` may be true, or ``timeout``
         passes; take nothing. For receivers that take under a lock of their
         own (a pool's results), each with a waker of its own, ``bell`` (its
         read end): whoever makes ``ready()`` true rings it. (The port's waker
         cannot carry that: another holder may drain it and see nothing to do.)
+        ``interruptible``: a kill of this isolate ends the wait, as a receive's.
 
         Raises:
             PortClosedError: the port is closed.
         """
         if not self._hold():
             raise PortClosedError(f"{self!r} is closed")
+        ready_fds: list[int] = []
         try:
             _backend.waker_drain(self._rfd)
             _backend.waker_drain(bell)
@@ -419,9 +428,14 @@ class _Port:
                 raise PortClosedError(f"{self!r} is closed")
             if ready() or _backend.queue_count(self._qid):
                 return
-            _backend.wait_readable([self._rfd, bell], timeout)
+            fds = [self._rfd, bell]
+            if interruptible and _Local.interrupt_fd >= 0:
+                fds.append(_Local.interrupt_fd)
+            ready_fds = _backend.wait_readable(fds, timeout)
         finally:
             self._release(receiver=True)
+        if interruptible and _Local.interrupt_fd in ready_fds and _Local.on_interrupt is not None:
+            _Local.on_interrupt()
 
     def _poll_item(self) -> object:
         """The next item if one is waiting, else EMPTY; never blocks."""

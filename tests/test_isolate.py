@@ -137,3 +137,24 @@ def test_an_exited_isolate_is_destroyed_while_its_port_stays_busy():
             with hub.changed:
                 gone = hub.changed.wait_for(lambda: not hub.zombies, 0.01)
         assert gone, "the exited isolate stayed a zombie behind a busy port"
+
+
+def test_a_ctrl_c_as_join_learns_of_the_exit_loses_no_exit(monkeypatch):
+    """join took the exit message off its port, then marked the isolate
+    exited: a Ctrl-C in between lost the message, and every later join
+    (the pool's collector, the exit's own) waited for good."""
+    iso = subiso.Isolate.spawn(helpers.square, 3)  # ends at once
+    mark = subiso.Isolate._mark_exited
+    armed = [True]
+
+    def interrupted_first(self):
+        if armed:
+            armed.pop()
+            raise KeyboardInterrupt  # as a Ctrl-C landing just before the mark
+        mark(self)
+
+    monkeypatch.setattr(subiso.Isolate, "_mark_exited", interrupted_first)
+    with pytest.raises(KeyboardInterrupt):
+        iso.join(T)
+    assert iso.join(T), "the exit was lost"
+    assert not iso.is_alive()
