@@ -621,8 +621,8 @@ class _Core:
         # Who waits on the results port's waker, as tokens (see _ports._watched):
         # workers write it after a result only if one is there. The collector
         # has a token while no thread leads, so a leader that takes its
-        # results itself does not wake the collector for each; a leader has
-        # one while it parks. Tokens change under the lock.
+        # results itself does not wake the collector for each (its token
+        # changes hands under the lock); a leader has one while it parks.
         self.watchers = _backend.queue_create()
         _backend.queue_put(self.watchers, None)  # the collector's
         self.collector_ended = False
@@ -1026,9 +1026,9 @@ class _Core:
             self.free_bells()
         if _backend.queue_count(self.results._qid):  # left behind: the collector takes it
             self.ring(self.collector_bell)
-        for task in followers:
-            with task._condition:
-                task._condition.notify_all()
+        for waiting in followers:
+            with waiting._condition:
+                waiting._condition.notify_all()
 
     def _lead(self, task: Task[Any], deadline: float | None) -> None:
         """Take results until ``task`` is done or ``deadline`` passes. Before
