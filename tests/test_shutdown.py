@@ -59,6 +59,7 @@ def _leave(script, status):
     assert "leaving" in result.stdout
     assert "Fatal Python error" not in result.stderr, result.stderr
     assert result.returncode == status, result.stderr
+    return result
 
 
 def test_exit_with_busy_isolates_is_clean_and_keeps_the_exit_code():
@@ -282,17 +283,8 @@ def test_a_ctrl_c_that_leaves_a_pool_lock_held_does_not_hang_the_exit():
     pool's lock for good; the exit waited for the collector, which waited
     for that lock (seen in a soak of two Ctrl-Cs, 1 in ~1,400 children).
     The exit now waits for the pool's isolates, not for its bookkeeping."""
-    result = subprocess.run(
-        [sys.executable, "-c", LEAKED_LOCK_SCRIPT.format(tests=str(Path(__file__).parent))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert "leaving" in result.stdout
-    assert "Fatal Python error" not in result.stderr, result.stderr
+    result = _leave(LEAKED_LOCK_SCRIPT, -signal.SIGINT)
     assert "KeyboardInterrupt" in result.stderr, result.stderr
-    assert result.returncode == -signal.SIGINT, result.stderr
 
 
 SKIPPED_HOOK_SCRIPT = textwrap.dedent(
