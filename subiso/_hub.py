@@ -53,7 +53,16 @@ from . import _backend
 from . import _reaper as reaper
 from ._drive import drive, drive_async
 from ._exceptions import BrokenServiceError, IsolateSpawnError
-from ._ports import DESTROY, ReceivePort, SendPort, _deliver, _destroy_queue, _Local, _Process
+from ._ports import (
+    DESTROY,
+    ReceivePort,
+    SendPort,
+    _deliver,
+    _destroy_queue,
+    _Local,
+    _Process,
+    _prune_reaping,
+)
 from ._runtime import BOOTSTRAP, IMMEDIATE, READY, Kill, Runtime
 from ._wire import MIXED, PLAIN, decode, decode_exception, encode, encode_exception, shareable
 
@@ -176,8 +185,19 @@ class Zombie:
         are gone once ``taken`` reaches what was taken plus what was waiting
         at the first look. The count is read first: the ticket errs late,
         never early.
+
+        A queue posted to the reaper is done with only once it no longer
+        exists: a get of the reaper's can still be inside CPython after the
+        queue looks empty, releasing this isolate's data there (3.13 does it
+        in the interpreter that made it: destroyed meanwhile, it crashed).
         """
         for qid, ticket in list(self.waiting.items()):
+            if qid in _Process.reaping:
+                if _backend.queue_exists(qid):
+                    continue  # the reaper destroys it, then wakes the hub
+                _Process.reaping.discard(qid)
+                del self.waiting[qid]
+                continue
             waiting = _backend.queue_count(qid)
             if not waiting:
                 del self.waiting[qid]
@@ -414,6 +434,7 @@ class Hub:
         at a time, so that the threads that reap share the work; at most
         ``most`` of them if it is not negative. Returns how many."""
         done = 0
+        _prune_reaping()
         while done != most:
             with self.lock:
                 zombie = next((z for z in self.zombies if z.received(self._counter)), None)

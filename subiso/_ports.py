@@ -68,6 +68,10 @@ class _Process:
     zombie_qid: int = -1  # non-empty while exited isolates wait to be destroyed
     reaper_qid: int = -1  # the reaper's queue (_reaper.py), while it runs
     reaper_wfd: int = -1
+    # In the main interpreter: the queues posted to the reaper that may still
+    # exist. The hub waits for them to be gone (see _hub.Zombie.received).
+    reaping: ClassVar[set[int]] = set()
+    reaping_limit = 64  # prune it when it grows to this (see _prune_reaping)
 
 
 class _Local:
@@ -179,6 +183,10 @@ def _destroy_queue(qid: int) -> None:
     reaper = _Process.reaper_qid
     if reaper >= 0:
         _Local.sent_to.add(reaper)
+        _Process.reaping.add(qid)  # before the put: the hub must not see it done early
+        if len(_Process.reaping) >= _Process.reaping_limit:
+            _prune_reaping()
+            _Process.reaping_limit = max(64, 2 * len(_Process.reaping))
         try:
             _backend.queue_put(reaper, (PLAIN, qid))
         except _backend.QueueNotFoundError:
@@ -188,6 +196,13 @@ def _destroy_queue(qid: int) -> None:
             return
     _backend.queue_destroy(qid)
     _drained()
+
+
+def _prune_reaping() -> None:
+    """Forget the queues the reaper has destroyed (other threads add meanwhile)."""
+    for qid in list(_Process.reaping):
+        if not _backend.queue_exists(qid):
+            _Process.reaping.discard(qid)
 
 
 def _drained() -> None:

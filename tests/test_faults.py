@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 import helpers
 import pytest
@@ -327,3 +328,28 @@ def test_memoryviews_outlive_the_interpreter_that_owned_them():
         view = port.receive(timeout=T)
         assert _hub.settle(T)  # the owner is destroyed by now
         assert bytes(view[:8]) == b"owned by" and len(view) == 24_000
+
+
+def test_an_exited_isolate_outlives_the_reaper_s_work_on_a_queue_it_sent_to():
+    """The reaper drains a closed port's queue, then destroys it. A get of
+    its can still be inside CPython, turning an item of an exited isolate
+    into an object and releasing the isolate's data, after the queue looks
+    empty; destroying that isolate then crashed 3.13.0 (in the reaper's
+    queue_get) or logged InterpreterNotFoundError. So a queue handed to the
+    reaper is done with only once it no longer exists."""
+    from subiso._ports import _destroy_queue, _Process
+
+    assert subiso.run(helpers.square, 2) == 4  # the hub, and with it the reaper, runs
+    qid = _backend.queue_create()
+    zombie = _hub.Zombie(None, (qid,))
+    _Process.reaping.add(qid)  # as _destroy_queue does before it posts the queue
+    try:
+        assert not zombie.received(lambda _: None), "an empty queue the reaper holds is not done"
+    finally:
+        _Process.reaping.discard(qid)
+    _destroy_queue(qid)  # the reaper destroys it: then it is done with
+    deadline = time.monotonic() + T
+    while _backend.queue_exists(qid) and time.monotonic() < deadline:
+        _backend.wait_readable([], 0.001)
+    assert not _backend.queue_exists(qid)
+    assert zombie.received(lambda _: None)
