@@ -192,12 +192,8 @@ class Zombie:
         in the interpreter that made it: destroyed meanwhile, it crashed).
         """
         for qid, ticket in list(self.waiting.items()):
-            if qid in _Process.reaping:
-                if _backend.queue_exists(qid):
-                    continue  # the reaper destroys it, then wakes the hub
-                _Process.reaping.discard(qid)
-                del self.waiting[qid]
-                continue
+            if qid in _Process.reaping and _backend.queue_exists(qid):
+                continue  # the reaper destroys it, then wakes the hub
             waiting = _backend.queue_count(qid)
             if not waiting:
                 del self.waiting[qid]

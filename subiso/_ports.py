@@ -205,6 +205,20 @@ def _prune_reaping() -> None:
             _Process.reaping.discard(qid)
 
 
+def _interruptible(fds: list[int]) -> list[int]:
+    """``fds`` and, in an isolate, its interrupt fd: a kill ends the wait."""
+    if _Local.interrupt_fd >= 0:
+        fds.append(_Local.interrupt_fd)
+    return fds
+
+
+def _heed_interrupt(ready: list[int]) -> None:
+    """After a wait on _interruptible fds: if a kill ended it, raise it here
+    (on the isolate's own thread; see Runtime._on_interrupt)."""
+    if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
+        _Local.on_interrupt()
+
+
 def _drained() -> None:
     """A queue just emptied (or closed): an exited isolate that sent to it
     may be waiting for that before the hub destroys its interpreter."""
@@ -404,14 +418,10 @@ class _Port:
             item = self._get()
             if item is not EMPTY:
                 return item
-            fds = [self._rfd]
-            if _Local.interrupt_fd >= 0:
-                fds.append(_Local.interrupt_fd)
-            ready = _backend.wait_readable(fds, timeout)
+            ready = _backend.wait_readable(_interruptible([self._rfd]), timeout)
         finally:
             self._release(receiver=True)
-        if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
-            _Local.on_interrupt()
+        _heed_interrupt(ready)
         return EMPTY
 
     @_library
@@ -444,13 +454,12 @@ class _Port:
             if ready() or _backend.queue_count(self._qid):
                 return
             fds = [self._rfd, bell]
-            if interruptible and _Local.interrupt_fd >= 0:
-                fds.append(_Local.interrupt_fd)
-            ready_fds = _backend.wait_readable(fds, timeout)
+            ready_fds = _backend.wait_readable(
+                _interruptible(fds) if interruptible else fds, timeout
+            )
         finally:
             self._release(receiver=True)
-        if interruptible and _Local.interrupt_fd in ready_fds and _Local.on_interrupt is not None:
-            _Local.on_interrupt()
+        _heed_interrupt(ready_fds)
 
     def _poll_item(self) -> object:
         """The next item if one is waiting, else EMPTY; never blocks."""
@@ -897,9 +906,7 @@ class _Dispatcher:
                 port._release()
 
     def _turn(self, ports: list[_Port], timeout: float | None) -> None:
-        fds = [self._rfd] + [port._rfd for port in ports]
-        if _Local.interrupt_fd >= 0:
-            fds.append(_Local.interrupt_fd)
+        fds = _interruptible([self._rfd] + [port._rfd for port in ports])
         # Messages may be waiting from before the handler was set; but while
         # the isolate is paused they stay waiting, and looking again at once
         # would spin.
@@ -911,8 +918,7 @@ class _Dispatcher:
                 timeout = 0
                 break
         ready = _backend.wait_readable(fds, timeout)
-        if _Local.interrupt_fd in ready and _Local.on_interrupt is not None:
-            _Local.on_interrupt()
+        _heed_interrupt(ready)
         _backend.waker_drain(self._rfd)
         for port in ports:
             _backend.waker_drain(port._rfd)
