@@ -59,6 +59,7 @@ from ._ports import (
     SendPort,
     _deliver,
     _destroy_queue,
+    _fd_gate,
     _Local,
     _Process,
     _prune_reaping,
@@ -345,6 +346,7 @@ class Hub:
                         self.reaper.queue,
                         self.reaper.waker[1],
                         self.ctypes_token,
+                        _fd_gate(),
                     ),
                 },
             )
@@ -430,7 +432,9 @@ class Hub:
         at a time, so that the threads that reap share the work; at most
         ``most`` of them if it is not negative. Returns how many."""
         done = 0
-        _prune_reaping()
+        if _prune_reaping():  # settle() may wait for the reaper
+            with self.lock:
+                self.changed.notify_all()
         while done != most:
             with self.lock:
                 zombie = next((z for z in self.zombies if z.received(self._counter)), None)
@@ -525,12 +529,23 @@ class Hub:
         )
 
     def settle(self, timeout: float) -> bool:
-        """Wait until no isolate but the spares is left, and the spares
-        asked for are warm; True if so in time."""
-        with self.lock:
-            return self.changed.wait_for(
-                lambda: self._busy() == 0 and not self.wanted and not self.warming, timeout
-            )
+        """Wait until no isolate but the spares is left, the spares asked
+        for are warm, and the reaper has destroyed the queues posted to it
+        (with what was left in them); True if so in time."""
+
+        def settled() -> bool:
+            _prune_reaping()
+            idle = self._busy() == 0 and not self.wanted and not self.warming
+            return idle and not _Process.reaping
+
+        # A token on the zombie queue: meanwhile the reaper wakes the hub
+        # after each batch it destroys, and the hub's prune notifies.
+        _backend.queue_put(self.zombie_qid, 0)
+        try:
+            with self.lock:
+                return self.changed.wait_for(settled, timeout)
+        finally:
+            _backend.queue_get(self.zombie_qid)
 
     def shutdown(self) -> None:
         """At interpreter exit: let the layers above finish (a Pool's queued
@@ -648,7 +663,7 @@ class Reaper:
         self.queue = _backend.queue_create()
         self.waker = _backend.waker_new()
         self.interp: object = _backend.interpreter_create("isolated")
-        params = (self.queue, self.waker[0], hub_wfd, zombie_qid)
+        params = (self.queue, self.waker[0], hub_wfd, zombie_qid, _fd_gate())
         _backend.interpreter_set_main(
             self.interp, {"_subiso_path": tuple(sys.path), "_subiso_params": params}
         )

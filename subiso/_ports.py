@@ -22,6 +22,10 @@ Thread rule (who may touch what):
   once (taken under the lock). Draining may take a wake-up meant for
   another holder, so a holder that leaves while the port is closed, or
   while messages wait, wakes the others again.
+- The fd gate (``_fd_gate``): one token for the whole process. A put of an
+  item that carries file descriptors holds it, and so does the last drain
+  and destroy of a closed port's queue: no such item lands in between, where
+  the destroy would free it with its descriptors still open.
 
 A port is a cross-interpreter queue plus a wake-up fd. ``send`` puts an
 encoded message on the queue and writes the fd; a receiver first spins on the
@@ -65,9 +69,12 @@ class _Process:
 
     hub_wfd: int = -1  # wakes the main interpreter's hub (reaping, spawning)
     hub_qid: int = -1  # the hub's queue, in isolates
-    zombie_qid: int = -1  # non-empty while exited isolates wait to be destroyed
+    # Non-empty while the hub waits to hear of queues that drain or go: one
+    # token per exited isolate waiting to be destroyed, and one per settle().
+    zombie_qid: int = -1
     reaper_qid: int = -1  # the reaper's queue (_reaper.py), while it runs
     reaper_wfd: int = -1
+    fd_gate: int = -1  # see _fd_gate; isolates learn it at start
     # In the main interpreter: the queues posted to the reaper that may still
     # exist. The hub waits for them to be gone (see _hub.Zombie.received).
     reaping: ClassVar[set[int]] = set()
@@ -152,6 +159,12 @@ def _watched(watchers: int) -> bool:
 
 def _put(qid: int, item: tuple[Any, ...]) -> bool:
     """Put ``item`` on the queue; False if the port is closed (it is dropped)."""
+    if len(item) > 2 and item[2]:  # it carries descriptors: through the gate
+        return _uninterrupted(_through_gate, _put_now, qid, item)  # type: ignore[no-any-return]
+    return _put_now(qid, item)
+
+
+def _put_now(qid: int, item: tuple[Any, ...]) -> bool:
     try:
         _backend.queue_put(qid, shareable(item))
     except _backend.QueueNotFoundError:
@@ -194,15 +207,101 @@ def _destroy_queue(qid: int) -> None:
         else:
             _backend.wake(_Process.reaper_wfd)
             return
-    _backend.queue_destroy(qid)
+    _uninterrupted(_through_gate, _drain_and_destroy, qid)
     _drained()
 
 
-def _prune_reaping() -> None:
-    """Forget the queues the reaper has destroyed (other threads add meanwhile)."""
+def _drain_and_destroy(qid: int) -> None:
+    """The last drain and the destroy of a closed port's queue (through the
+    fd gate: see _fd_gate)."""
+    while (item := queue_get(qid)) is not EMPTY:
+        release_item(item)  # type: ignore[arg-type]
+    _backend.queue_destroy(qid)
+
+
+_gate_made = _thread.allocate_lock()
+_GATE_SECONDS = 5.0  # no holder keeps the gate for more than microseconds
+
+
+def _fd_gate() -> int:
+    """The process's fd gate: a queue that holds one token while nobody
+    puts an item that carries descriptors or destroys a closed port's queue.
+
+    CPython frees what a destroyed queue still holds, but not the memfds
+    an item names; a put that lands after the destroyer's last drain would
+    leave them open for good. The main interpreter makes the gate the first
+    time it needs it; isolates and the reaper learn it at start."""
+    if _Process.fd_gate < 0:
+        with _gate_made:
+            if _Process.fd_gate < 0:
+                gate = _backend.queue_create()
+                _backend.queue_put(gate, 0)
+                _Process.fd_gate = gate
+    return _Process.fd_gate
+
+
+def _through_gate[R](step: Callable[..., R], *args: Any) -> R:
+    """``step(*args)`` holding the fd gate's token."""
+    gate = _fd_gate()
+    if queue_get(gate) is EMPTY:
+        deadline = _perf_counter() + _GATE_SECONDS
+        while queue_get(gate) is EMPTY:
+            if _perf_counter() > deadline:  # never seen: a holder lost the token
+                import logging
+
+                logging.getLogger("subiso").error(
+                    "the fd gate was not free for %s s; going on without it", _GATE_SECONDS
+                )
+                return step(*args)
+            _yield()
+    try:
+        return step(*args)
+    finally:
+        _backend.queue_put(gate, 0)
+
+
+def _uninterrupted[R](step: Callable[..., R], *args: Any) -> R:
+    """``step(*args)``; in the main thread, a Ctrl-C that lands meanwhile is
+    raised once it returns (landing inside, it could lose a token or an
+    item for good). Elsewhere no signal handler runs, and a kill waits for
+    library code to leave (``_Local.shield``)."""
+    if _thread.get_ident() != _MAIN_IDENT:
+        return step(*args)
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        return step(*args)
+    caught: list[Any] = []
+    try:
+        signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
+    except ValueError:  # the main thread of an isolate: no signal reaches it
+        return step(*args)
+    try:
+        return step(*args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(signal.SIGINT, caught[0])
+
+
+# The thread whose signal handlers run: the main interpreter's main thread.
+_MAIN_IDENT = (
+    _thread._get_main_thread_ident()  # type: ignore[attr-defined]
+    if _backend.current_interpreter_id() == _backend.main_interpreter_id()
+    else -1
+)
+
+
+def _prune_reaping() -> int:
+    """Forget the queues the reaper has destroyed (other threads add
+    meanwhile); how many."""
+    gone = 0
     for qid in list(_Process.reaping):
         if not _backend.queue_exists(qid):
             _Process.reaping.discard(qid)
+            gone += 1
+    return gone
 
 
 def _interruptible(fds: list[int]) -> list[int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from . import _backend
 from ._backend import EMPTY
-from ._ports import _drained, _Process
+from ._ports import _drain_and_destroy, _drained, _Process, _through_gate
 from ._wire import release_item
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
@@ -41,7 +41,7 @@ STOP = -1  # posted instead of a queue id: the reaper returns
 
 def serve(params: tuple[Any, ...]) -> None:
     """The reaper's loop, in its own interpreter."""
-    qid, rfd, _Process.hub_wfd, _Process.zombie_qid = params
+    qid, rfd, _Process.hub_wfd, _Process.zombie_qid, _Process.fd_gate = params
     while True:
         _backend.wait_readable([rfd], None)
         _backend.waker_drain(rfd)
@@ -60,7 +60,7 @@ def destroy(qid: int) -> None:
     try:
         while (item := _backend.queue_get(qid)) is not EMPTY:
             release_item(item)  # type: ignore[arg-type]
-        _backend.queue_destroy(qid)
+        _through_gate(_drain_and_destroy, qid)  # what was put meanwhile, too
     except _backend.QueueNotFoundError:
         pass
     except BaseException:  # the safety net: one queue is left, the reaper goes on

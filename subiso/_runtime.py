@@ -285,6 +285,7 @@ class Runtime:
             _Process.reaper_qid,
             _Process.reaper_wfd,
             self.ctypes_token,
+            _Process.fd_gate,
         ) = params
         _Process.hub_qid = self.hub_qid
         _backend.share_free_wakers(free_wakers_qid, owner=False)

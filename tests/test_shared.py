@@ -170,6 +170,21 @@ def test_one_in_a_dropped_message_or_a_closed_ports_queue_is_freed(baseline):
     del buffer
 
 
+def test_one_sent_as_its_port_closes_is_freed(baseline):
+    # The reaper drains a closed port's queue, then destroys it: a put in
+    # between would leave the item's memfd open once the queue is gone.
+    _hub.the_hub()  # with its reaper
+    buffer = subiso.SharedBuffer(b"queued" * 10000)
+    for _ in range(1000):
+        port = subiso.ReceivePort()
+        port.close()
+        port.send_port.send(buffer)  # lands in the queue if the reaper has not destroyed it
+    del buffer
+    gc.collect()
+    assert _hub.settle(T)
+    assert helpers.open_fds(MEMFD) == 0
+
+
 def test_a_thousand_churned_buffers_leave_nothing(baseline):
     with subiso.Pool(2) as pool, subiso.ReceivePort() as port:
         for i in range(1000):
