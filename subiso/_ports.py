@@ -160,7 +160,11 @@ def _watched(watchers: int) -> bool:
 def _put(qid: int, item: tuple[Any, ...]) -> bool:
     """Put ``item`` on the queue; False if the port is closed (it is dropped)."""
     if len(item) > 2 and item[2]:  # it carries descriptors: through the gate
-        return _uninterrupted(_through_gate, _put_now, qid, item)  # type: ignore[no-any-return]
+        try:
+            return _through_gate(_put_now, qid, item)
+        except BaseException:
+            _mend_gate()
+            raise
     return _put_now(qid, item)
 
 
@@ -207,7 +211,11 @@ def _destroy_queue(qid: int) -> None:
         else:
             _backend.wake(_Process.reaper_wfd)
             return
-    _uninterrupted(_through_gate, _drain_and_destroy, qid)
+    try:
+        _through_gate(_drain_and_destroy, qid)
+    except BaseException:
+        _mend_gate()
+        raise
     _drained()
 
 
@@ -221,6 +229,7 @@ def _drain_and_destroy(qid: int) -> None:
 
 _gate_made = _thread.allocate_lock()
 _GATE_SECONDS = 5.0  # no holder keeps the gate for more than microseconds
+_MEND_SECONDS = 0.5  # a lost token is mended this long after the Ctrl-C
 
 
 def _fd_gate() -> int:
@@ -241,56 +250,51 @@ def _fd_gate() -> int:
 
 
 def _through_gate[R](step: Callable[..., R], *args: Any) -> R:
-    """``step(*args)`` holding the fd gate's token."""
-    gate = _fd_gate()
-    if queue_get(gate) is EMPTY:
-        deadline = _perf_counter() + _GATE_SECONDS
-        while queue_get(gate) is EMPTY:
-            if _perf_counter() > deadline:  # never seen: a holder lost the token
-                import logging
-
-                logging.getLogger("subiso").error(
-                    "the fd gate was not free for %s s; going on without it", _GATE_SECONDS
-                )
-                return step(*args)
-            _yield()
+    """``step(*args)`` holding the fd gate's token (after an exception, call
+    _mend_gate: it may have been lost)."""
+    gate = _take_gate()
     try:
         return step(*args)
     finally:
         _backend.queue_put(gate, 0)
 
 
-def _uninterrupted[R](step: Callable[..., R], *args: Any) -> R:
-    """``step(*args)``; in the main thread, a Ctrl-C that lands meanwhile is
-    raised once it returns (landing inside, it could lose a token or an
-    item for good). Elsewhere no signal handler runs, and a kill waits for
-    library code to leave (``_Local.shield``)."""
-    if _thread.get_ident() != _MAIN_IDENT:
-        return step(*args)
-    import signal
+def _take_gate() -> int:
+    """Take the fd gate's token; the gate (to give it back to)."""
+    gate = _Process.fd_gate if _Process.fd_gate >= 0 else _fd_gate()
+    deadline = 0.0
+    while queue_get(gate) is EMPTY:
+        if not deadline:
+            deadline = _perf_counter() + _GATE_SECONDS
+        elif _perf_counter() > deadline:  # never seen: _mend_gate could not run
+            import logging
 
-    previous = signal.getsignal(signal.SIGINT)
-    if not callable(previous):
-        return step(*args)
-    caught: list[Any] = []
-    try:
-        signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
-    except ValueError:  # the main thread of an isolate: no signal reaches it
-        return step(*args)
-    try:
-        return step(*args)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            previous(signal.SIGINT, caught[0])
+            logging.getLogger("subiso").error("the fd gate lost its token; it has a new one")
+            _backend.queue_put(gate, 0)
+            deadline = 0.0
+        _yield()
+    return gate
 
 
-# The thread whose signal handlers run: the main interpreter's main thread.
-_MAIN_IDENT = (
-    _thread._get_main_thread_ident()  # type: ignore[attr-defined]
-    if _backend.current_interpreter_id() == _backend.main_interpreter_id()
-    else -1
-)
+def _mend_gate() -> None:
+    """After an exception cut a gated step short: give the gate its token
+    back if it was lost.
+
+    A Ctrl-C in the main thread can land right after the token was taken, or
+    in the ``finally`` that gives it back (deferring it around the step
+    would cost every such send from the main thread ~2.4 us). Holders keep
+    the token for microseconds, so a gate that stays empty for
+    ``_MEND_SECONDS`` has lost it. (A token added wrongly, should a holder
+    have stalled that long, only weakens the gate: never a hang.)"""
+    gate = _Process.fd_gate
+    if gate < 0:
+        return
+    deadline = _perf_counter() + _MEND_SECONDS
+    while _backend.queue_empty(gate):
+        if _perf_counter() > deadline:
+            _backend.queue_put(gate, 0)
+            return
+        _yield()
 
 
 def _prune_reaping() -> int:

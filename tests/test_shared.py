@@ -185,6 +185,36 @@ def test_one_sent_as_its_port_closes_is_freed(baseline):
     assert helpers.open_fds(MEMFD) == 0
 
 
+def test_a_token_the_fd_gate_lost_to_a_ctrl_c_is_given_back(baseline, monkeypatch):
+    from subiso import _backend, _ports
+
+    gate = _ports._fd_gate()
+    buffer = subiso.SharedBuffer(b"gate" * 1000)
+
+    def interrupted(qid, item):
+        assert _backend.queue_empty(gate)  # the step holds the token
+        raise KeyboardInterrupt
+
+    with subiso.ReceivePort() as port:
+        monkeypatch.setattr(_ports, "_put_now", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            port.send_port.send(buffer)
+        monkeypatch.undo()
+        assert _backend.queue_count(gate) == 1  # given back, and once
+        # As if the Ctrl-C had landed after the take, before the finally:
+        assert _backend.queue_get(gate) == 0
+        monkeypatch.setattr(_ports, "_MEND_SECONDS", 0.01)
+        _ports._mend_gate()
+        assert _backend.queue_count(gate) == 1
+        # Lost for good (no mend ran): the next taker makes a new one.
+        assert _backend.queue_get(gate) == 0
+        monkeypatch.setattr(_ports, "_GATE_SECONDS", 0.01)
+        port.send_port.send(buffer)
+        assert port.receive(timeout=T) == buffer
+        assert _backend.queue_count(gate) == 1
+    del buffer
+
+
 def test_a_thousand_churned_buffers_leave_nothing(baseline):
     with subiso.Pool(2) as pool, subiso.ReceivePort() as port:
         for i in range(1000):
