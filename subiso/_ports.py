@@ -160,11 +160,7 @@ def _watched(watchers: int) -> bool:
 def _put(qid: int, item: tuple[Any, ...]) -> bool:
     """Put ``item`` on the queue; False if the port is closed (it is dropped)."""
     if len(item) > 2 and item[2]:  # it carries descriptors: through the gate
-        try:
-            return _through_gate(_put_now, qid, item)
-        except BaseException:
-            _mend_gate()
-            raise
+        return _through_gate(_put_now, qid, item)
     return _put_now(qid, item)
 
 
@@ -211,11 +207,7 @@ def _destroy_queue(qid: int) -> None:
         else:
             _backend.wake(_Process.reaper_wfd)
             return
-    try:
-        _through_gate(_drain_and_destroy, qid)
-    except BaseException:
-        _mend_gate()
-        raise
+    _through_gate(_drain_and_destroy, qid)
     _drained()
 
 
@@ -250,18 +242,21 @@ def _fd_gate() -> int:
 
 
 def _through_gate[R](step: Callable[..., R], *args: Any) -> R:
-    """``step(*args)`` holding the fd gate's token (after an exception, call
-    _mend_gate: it may have been lost)."""
-    gate = _take_gate()
+    """``step(*args)`` holding the fd gate's token."""
     try:
-        return step(*args)
-    finally:
-        _backend.queue_put(gate, 0)
+        gate = _take_gate()
+        try:
+            return step(*args)
+        finally:
+            _backend.queue_put(gate, 0)
+    except BaseException:
+        _mend_gate()  # a Ctrl-C may have cut it short with the token taken
+        raise
 
 
 def _take_gate() -> int:
     """Take the fd gate's token; the gate (to give it back to)."""
-    gate = _Process.fd_gate if _Process.fd_gate >= 0 else _fd_gate()
+    gate = _fd_gate()
     deadline = 0.0
     while queue_get(gate) is EMPTY:
         if not deadline:
