@@ -47,10 +47,6 @@ from ._runtime import (
 _EXIT_LOOK = 1.0
 
 
-def _never() -> bool:
-    return False
-
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -284,24 +280,20 @@ class Isolate:
         waited for good). The first to see it closes the port, which wakes
         the others; each looks again every _EXIT_LOOK seconds at most."""
         deadline = None if timeout is None else _perf_counter() + timeout
-        bell = _backend.waker_new()  # (rung by nobody: the port's waker says it all)
-        try:
-            while not _backend.queue_count(port._qid):
-                if self._exited:  # another thread saw the exit and closed the port
+        while not _backend.queue_count(port._qid):
+            if self._exited:  # another thread saw the exit and closed the port
+                return True
+            step = _EXIT_LOOK
+            if deadline is not None:
+                step = min(step, deadline - _perf_counter())
+                if step <= 0:
+                    return False
+            try:
+                port._wait(step, interruptible=True)
+            except PortClosedError:
+                if self._exited:
                     return True
-                step = _EXIT_LOOK
-                if deadline is not None:
-                    step = min(step, deadline - _perf_counter())
-                    if step <= 0:
-                        return False
-                try:
-                    port._wait(step, bell[0], _never, interruptible=True)
-                except PortClosedError:
-                    if self._exited:
-                        return True
-                    raise
-        finally:
-            _backend.waker_free(bell)
+                raise
         self._mark_exited()
         return True
 

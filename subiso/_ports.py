@@ -526,8 +526,8 @@ class _Port:
     def _wait(
         self,
         timeout: float | None,
-        bell: int,
-        ready: Callable[[], bool],
+        bell: int = -1,
+        ready: Callable[[], bool] | None = None,
         *,
         interruptible: bool = False,
     ) -> None:
@@ -536,6 +536,7 @@ class _Port:
         own (a pool's results), each with a waker of its own, ``bell`` (its
         read end): whoever makes ``ready()`` true rings it. (The port's waker
         cannot carry that: another holder may drain it and see nothing to do.)
+        Without them, it waits for an item only (or the close).
         ``interruptible``: a kill of this isolate ends the wait, as a receive's.
 
         Raises:
@@ -546,12 +547,13 @@ class _Port:
         ready_fds: list[int] = []
         try:
             _backend.waker_drain(self._rfd)
-            _backend.waker_drain(bell)
+            if bell >= 0:
+                _backend.waker_drain(bell)
             if self._closed:
                 raise PortClosedError(f"{self!r} is closed")
-            if ready() or _backend.queue_count(self._qid):
+            if (ready is not None and ready()) or _backend.queue_count(self._qid):
                 return
-            fds = [self._rfd, bell]
+            fds = [self._rfd] if bell < 0 else [self._rfd, bell]
             ready_fds = _backend.wait_readable(
                 _interruptible(fds) if interruptible else fds, timeout
             )
