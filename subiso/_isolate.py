@@ -39,6 +39,7 @@ from ._runtime import (
     Runtime,
     SetErrorsFatal,
     Start,
+    request_item,
     start_item,
 )
 
@@ -220,7 +221,7 @@ class Isolate:
     def _request(self, request: object) -> None:
         if self._control is None:
             raise RuntimeError("the main isolate has no control port")
-        self._control.send(request)
+        self._control._send_item(request_item(request))
 
     def kill(self, priority: int = IMMEDIATE) -> None:
         """Stop the isolate: ``IMMEDIATE`` interrupts even a busy Python loop

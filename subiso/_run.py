@@ -19,7 +19,7 @@ from ._exceptions import BrokenIsolateError, IsolateSpawnError
 from ._hub import Acquire, check_isolation, replenish
 from ._pickling import StreamDecoder
 from ._ports import ReceivePort
-from ._runtime import IMMEDIATE, Capability, Kill, Start, start_item
+from ._runtime import IMMEDIATE, Capability, Kill, Start, request_item, start_item
 from ._wire import PICKLED, decode, decode_exception
 
 TYPE_CHECKING = False
@@ -113,7 +113,7 @@ def _kill(control: Any, terminate: Capability) -> None:
     second Ctrl-C while the kill is sent must not leave it running."""
     while True:
         try:
-            control.send(Kill(terminate, IMMEDIATE))
+            control._send_item(request_item(Kill(terminate, IMMEDIATE)))
             return
         except KeyboardInterrupt:
             continue  # (if the kill was posted already, a second one is harmless)

@@ -85,6 +85,19 @@ def busy_entry(port):
         pass
 
 
+def busy_entry_telling_what_its_kill_imported(port):
+    """Loop until killed; then say which of pickle's modules were loaded by then."""
+    import sys
+
+    port.send("busy")
+    try:
+        while True:
+            pass
+    except BaseException:
+        port.send(tuple(m for m in ("_pickle", "pickle", "subiso._pickling") if m in sys.modules))
+        raise
+
+
 def failing_entry(message):
     raise RuntimeError(f"entry failed: {message}")
 

@@ -135,6 +135,19 @@ def test_kill_needs_the_terminate_capability():
         port.close()
 
 
+def test_a_kill_loads_in_the_isolate_without_pickle():
+    """The control thread shares the GIL with the loop it kills: importing
+    pickle there to load the kill waited a switch interval per file read."""
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(
+            helpers.busy_entry_telling_what_its_kill_imported, port.send_port
+        )
+        assert port.receive(timeout=T) == "busy"
+        iso.kill()
+        assert port.receive(timeout=T) == ()
+        assert iso.join(T)
+
+
 def test_handles_travel_and_join():
     port, iso, _inbox = _start(helpers.pausable_entry)
     try:

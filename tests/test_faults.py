@@ -14,7 +14,7 @@ import pytest
 import subiso
 from subiso import _backend, _hub, _wire
 from subiso._ports import SendPort
-from subiso._runtime import Kill
+from subiso._runtime import Kill, load_request
 
 T = 60
 
@@ -119,16 +119,7 @@ def test_keyboard_interrupt_during_run_kills_the_isolate(ctrl_c):
 
 
 def test_a_second_ctrl_c_while_run_kills_its_isolate_still_kills_it(ctrl_c, monkeypatch):
-    send = SendPort.send
-    interrupted = []
-
-    def send_interrupted_once(self, message):
-        if isinstance(message, Kill) and not interrupted:
-            interrupted.append(message)
-            raise KeyboardInterrupt  # a second Ctrl-C, before the kill is posted
-        send(self, message)
-
-    monkeypatch.setattr(SendPort, "send", send_interrupted_once)
+    interrupted = _interrupt_the_first_kill(monkeypatch)  # a second Ctrl-C
     with subiso.ReceivePort() as port:
         with _ctrl_c_once_started(port), pytest.raises(KeyboardInterrupt):
             subiso.run(helpers.announce_then_spin, port.send_port)
@@ -154,16 +145,18 @@ def test_keyboard_interrupt_during_pool_map(ctrl_c):
 
 def _interrupt_the_first_kill(monkeypatch) -> list[Kill]:
     """A Ctrl-C that lands just before the first Kill request is posted."""
-    send = SendPort.send
+    send_item = SendPort._send_item
     interrupted: list[Kill] = []
 
-    def send_interrupted_once(self, message):
-        if isinstance(message, Kill) and not interrupted:
-            interrupted.append(message)
-            raise KeyboardInterrupt
-        send(self, message)
+    def send_interrupted_once(self, item):
+        if item[0] == _wire.PLAIN and not interrupted:
+            request = load_request(item)
+            if isinstance(request, Kill):
+                interrupted.append(request)
+                raise KeyboardInterrupt
+        send_item(self, item)
 
-    monkeypatch.setattr(SendPort, "send", send_interrupted_once)
+    monkeypatch.setattr(SendPort, "_send_item", send_interrupted_once)
     return interrupted
 
 
