@@ -8,7 +8,9 @@ spawn); a ProcessPoolExecutor's first task (cold start, forkserver); an
 InterpreterPoolExecutor's first task (the stdlib's on 3.14+, the backport's
 on 3.13, see peers.py); and CPython's own rate of creating and closing bare
 interpreters, on one thread and on one thread per core at once, the bound
-for fresh runs back to back.
+for fresh runs back to back. Not a peer but a yardstick: the same, a thread
+per core, with subiso's isolate runtime imported in each interpreter before
+it is closed (what the runtime's import alone costs a fresh run).
 Run with ``--loops 1``: every value is one call, so percentiles are per call.
 """
 
@@ -103,16 +105,24 @@ def bench_interpreter_pool_cold(loops: int) -> float:
     return time.perf_counter() - start
 
 
-def _bare_create_close(threads: int):
+# What an isolate runs first (see subiso._runtime.BOOTSTRAP), up to its start.
+RUNTIME_IMPORT = f"import sys\nsys.path[:] = {sys.path!r}\nfrom subiso import _runtime\n"
+
+
+def _bare_create_close(threads: int, code: str | None = None):
     """Time per interpreter of creating and closing ``BARE_EACH`` bare
-    (isolated) interpreters on each of ``threads`` threads at once."""
+    (isolated) interpreters on each of ``threads`` threads at once; each
+    runs ``code`` in between, if given."""
 
     def bench(loops: int) -> float:
         interpreters = peers.interpreters_module()
 
         def work() -> None:
             for _ in range(BARE_EACH):
-                interpreters.create().close()
+                interpreter = interpreters.create()
+                if code is not None:
+                    interpreter.exec(code)
+                interpreter.close()
 
         workers = [threading.Thread(target=work) for _ in range(threads)]
         start = time.perf_counter()
@@ -142,4 +152,8 @@ if __name__ == "__main__":
     runner.bench_time_func("bare interpreter create+close, 1 thread", _bare_create_close(1))
     runner.bench_time_func(
         "bare interpreter create+close, a thread per core", _bare_create_close(CORES)
+    )
+    runner.bench_time_func(
+        "interpreter create+runtime import+close, a thread per core",
+        _bare_create_close(CORES, RUNTIME_IMPORT),
     )

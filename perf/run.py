@@ -193,6 +193,18 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
                 f"{bare / b2b:.2f}x the rate",
             )
         )
+    yardstick = "interpreter create+runtime import+close, a thread per core"
+    if yardstick in measured:  # what the runtime's import alone leaves of that rate
+        imported = _median(suites, "bm_spawn", yardstick)
+        bare = _median(suites, "bm_spawn", "bare interpreter create+close, a thread per core")
+        rows.append(
+            (
+                "",
+                "",
+                f"create+close with the runtime imported {1 / imported:,.0f}/s",
+                f"{imported / b2b:.2f}x (it: {bare / imported:.2f}x bare)",
+            )
+        )
     chart["speedups"]["back-to-back runs vs Process"] = fork_start / b2b
     first = _median(suites, "bm_spawn", "Isolate.spawn to first message")
     cells = []
