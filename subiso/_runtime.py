@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 IMMEDIATE = 0
 BEFORE_NEXT_EVENT = 1
 
-# Seconds a kill(IMMEDIATE) waits for user code to leave a port wait by
-# itself before it raises IsolateKilled into the thread.
+# Seconds a kill(IMMEDIATE) of an async isolate waits for user code to leave
+# an await by itself (its task cancelled) before it raises IsolateKilled
+# into the thread.
 KILL_GRACE = 0.01
 
 # Seconds between raises into user code that swallowed the one before.
@@ -459,8 +460,10 @@ class Runtime:
             self._wake_loop()  # an asyncio loop cancels its work now
             # On the isolate's own thread (a request drained before an
             # event) the loop raises next. From the control thread: code
-            # waiting on a port or awaiting leaves within the grace; a busy
-            # loop in user code ends by the raise, at its next bytecode check.
+            # waiting on a port is library code, and leaves by the interrupt
+            # fd; code awaiting leaves within the grace, as the asyncio loop
+            # cancels its work; a busy loop in user code ends by the raise,
+            # at its next bytecode check.
             if _thread.get_ident() != self.thread_id:
                 if self.isolation == "isolated":  # (a legacy one shares the main GIL)
                     # This thread shares the GIL with user code that may be
@@ -469,16 +472,18 @@ class Runtime:
                     # take a switch interval, 5 ms. The isolate is on its
                     # way out: from now on it switches often.
                     sys.setswitchinterval(KILL_SWITCH_INTERVAL)
-                self._grace()
+                if self.loop is not None:
+                    self._grace()
                 if self._take_right():
                     self._inject()
         else:
             self._wake_loop()
 
     def _grace(self) -> None:
-        """Give user code that waits a moment to leave by the interrupt fd:
-        then no raise is needed, nor ctypes (not free to import, and only
-        one interpreter at a time may import it: see _import_ctypes)."""
+        """Give user code that awaits a moment to leave, as the asyncio loop
+        cancels its work: then no raise is needed, nor ctypes (not free to
+        import, and only one interpreter at a time may import it: see
+        _import_ctypes)."""
         import time
 
         deadline = time.monotonic() + KILL_GRACE

@@ -85,6 +85,18 @@ def busy_entry(port):
         pass
 
 
+async def awaiting_entry(port):
+    """Await until killed; say so if the kill came as a cancellation."""
+    import asyncio
+
+    port.send("awaiting")
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        port.send("cancelled")
+        raise
+
+
 def busy_entry_telling_what_its_kill_imported(port):
     """Loop until killed; then say which of pickle's modules were loaded by then."""
     import sys

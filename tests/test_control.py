@@ -135,6 +135,15 @@ def test_kill_needs_the_terminate_capability():
         port.close()
 
 
+def test_a_kill_cancels_an_awaiting_async_entry_rather_than_raising_into_it():
+    with subiso.ReceivePort() as port:
+        iso = subiso.Isolate.spawn(helpers.awaiting_entry, port.send_port)
+        assert port.receive(timeout=T) == "awaiting"
+        iso.kill()
+        assert port.receive(timeout=T) == "cancelled"
+        assert iso.join(T)
+
+
 def test_a_kill_loads_in_the_isolate_without_pickle():
     """The control thread shares the GIL with the loop it kills: importing
     pickle there to load the kill waited a switch interval per file read."""
