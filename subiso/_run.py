@@ -70,42 +70,50 @@ def _running(
     check_isolation(isolation)
     if not callable(fn):
         raise TypeError(f"{fn!r} is not callable")
-    with ReceivePort() as reply:
-        terminate = Capability()
-        job = start_item(
-            Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs))
-        )
-        control = yield Acquire(isolation)
-        try:
-            control._send_item(job)  # a Ctrl-C in its wake-up: the isolate has the call
-            message = decode((yield _Next(reply)))
+    # Once the isolate has answered, a spare is warmed in its place: only
+    # after this call is done with, since starting one takes the main
+    # interpreter's GIL, which the call's last steps need too.
+    warm = False
+    try:
+        with ReceivePort() as reply:
+            terminate = Capability()
+            job = start_item(
+                Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs))
+            )
+            control = yield Acquire(isolation)
+            try:
+                control._send_item(job)  # a Ctrl-C in its wake-up: the isolate has the call
+                message = decode((yield _Next(reply)))
+                warm = True
+                if message[0] != "stream":
+                    return _result(*message)
+                decoder = StreamDecoder(message[1])
+                while not decoder.done:
+                    item = yield _Next(reply)
+                    began = _perf_counter()
+                    # Unpickle the slices that are waiting, up to a turn's budget;
+                    # then an event loop runs (the sync API just goes on).
+                    while True:
+                        if item[0] != PICKLED:
+                            return _result(*decode(item))
+                        decoder.add(item)
+                        if decoder.done or _perf_counter() - began > DELIVERY_BUDGET:
+                            break
+                        waiting = reply._poll_item()
+                        if waiting is _backend.EMPTY:
+                            break
+                        item = cast("tuple[Any, ...]", waiting)
+                    if delivery_log is not None:
+                        delivery_log.append((began, _perf_counter()))
+                    yield PAUSE
+                return decoder.result()
+            except BaseException as error:
+                if not isinstance(error, Exception):  # Ctrl-C, a cancelled task: stop the work
+                    _kill(control, terminate)
+                raise
+    finally:
+        if warm:
             replenish()
-            if message[0] != "stream":
-                return _result(*message)
-            decoder = StreamDecoder(message[1])
-            while not decoder.done:
-                item = yield _Next(reply)
-                began = _perf_counter()
-                # Unpickle the slices that are waiting, up to a turn's budget;
-                # then an event loop runs (the sync API just goes on).
-                while True:
-                    if item[0] != PICKLED:
-                        return _result(*decode(item))
-                    decoder.add(item)
-                    if decoder.done or _perf_counter() - began > DELIVERY_BUDGET:
-                        break
-                    waiting = reply._poll_item()
-                    if waiting is _backend.EMPTY:
-                        break
-                    item = cast("tuple[Any, ...]", waiting)
-                if delivery_log is not None:
-                    delivery_log.append((began, _perf_counter()))
-                yield PAUSE
-            return decoder.result()
-        except BaseException as error:
-            if not isinstance(error, Exception):  # Ctrl-C, a cancelled task: stop the work
-                _kill(control, terminate)
-            raise
 
 
 def _kill(control: Any, terminate: Capability) -> None:
