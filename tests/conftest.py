@@ -16,15 +16,21 @@ from subiso import _backend, _hub
 from subiso._ports import _Local
 
 SETTLE_SECONDS = 20
+# Threads that live as long as the process, once started.
+_PROCESS_THREADS = (
+    "subiso-spare",
+    "subiso-hub",
+    "subiso-reaper",
+    "subiso-port-dispatcher",
+    "subiso-finalizer",
+)
 
 
 def _our_threads() -> set[threading.Thread]:
     return {
         t
         for t in threading.enumerate()
-        if t.name.startswith("subiso-")
-        and t.name not in ("subiso-spare", "subiso-hub", "subiso-reaper")
-        and t.name != "subiso-port-dispatcher"
+        if t.name.startswith("subiso-") and t.name not in _PROCESS_THREADS
     }
 
 
@@ -55,7 +61,7 @@ def no_leaks():
     leaked_threads = [
         t
         for t in set(threading.enumerate()) - threads_before
-        if t.name not in ("subiso-spare", "subiso-hub", "subiso-reaper", "subiso-port-dispatcher")
+        if t.name not in _PROCESS_THREADS
         and not t.name.startswith("subiso-host")  # the host-call pool lives on
     ]
     assert not leaked_threads, f"threads left behind: {leaked_threads}"
