@@ -46,10 +46,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections import Counter, deque
 from typing import NamedTuple, cast
 
-from . import _backend
+from . import _backend, _finalize
 from . import _reaper as reaper
 from ._drive import drive, drive_async
 from ._exceptions import BrokenServiceError, IsolateSpawnError
@@ -746,8 +747,13 @@ def replenish() -> None:
 
 
 def settle(timeout: float = 10.0) -> bool:
-    """Wait until only spare isolates are left (for tests and benchmarks)."""
-    return True if _hub is None else _hub.settle(timeout)
+    """Wait until the cleanups of collected objects have run (a pool's
+    shutdown among them) and only spare isolates are left (for tests and
+    benchmarks)."""
+    deadline = time.monotonic() + timeout
+    if not _finalize.settle(timeout):
+        return False
+    return True if _hub is None else _hub.settle(max(0.0, deadline - time.monotonic()))
 
 
 # -- asking the hub (from any interpreter) -------------------------------------

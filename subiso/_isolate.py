@@ -17,7 +17,7 @@ from __future__ import annotations
 from time import perf_counter as _perf_counter
 from typing import NamedTuple
 
-from . import _backend, _runtime
+from . import _backend, _finalize, _runtime
 from ._drive import drive, drive_async, driven
 from ._exceptions import IsolateSpawnError, NotSendableError, PortClosedError
 from ._hub import Acquire, check_isolation, replenish
@@ -321,16 +321,6 @@ class Isolate:
         self._exited = True
         return True
 
-    def __del__(self) -> None:
-        # The isolate's exit message waits on this port; unread, it would
-        # keep the exited interpreter from being destroyed (a zombie).
-        port = getattr(self, "_exit_port", None)
-        if port is not None and not port.is_closed:
-            try:
-                port.close()
-            except Exception:
-                pass  # interpreter exit: the ports go with it
-
     def __enter__(self) -> Isolate:
         return self
 
@@ -365,6 +355,9 @@ def spawning(
         debug_name=debug_name,
     )
     handle._exit_port = ReceivePort("exit")
+    # The isolate's exit message waits on this port; unread once the handle
+    # is gone, it would keep the exited interpreter from being destroyed.
+    _finalize.at_collect(handle, handle._exit_port.close)
     with ReceivePort("spawn") as ack:
         try:
             job = start_item(

@@ -22,10 +22,9 @@ broken marks, the unfinished tasks. The rule:
   under the lock which tasks end how, lets go, then decodes and ends them.
   In the main thread a Ctrl-C is held back while it holds what it took, so
   that no result is lost (it is raised right after).
-- The collector holds the ``Pool`` only through a weakref, and a ``Task``
-  holds the core, not the pool: a pool nobody references is collected, and
-  the weakref's callback asks the collector to shut the pool down (tasks
-  already taken still run).
+- Nothing of the pool's holds the ``Pool``: a ``Task`` holds the core, not
+  the pool. A pool nobody references is collected, and its finalizer asks
+  the collector to shut the pool down (tasks already taken still run).
 - One safety net for whoever holds the role: an exception there breaks the
   pool. Every unfinished task fails with ``BrokenServiceError``, chained to
   the cause, the isolates are killed, the collector ends, later ``submit``
@@ -51,12 +50,11 @@ import os
 import signal
 import threading
 import time
-import weakref
 from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import _backend, _hub
+from . import _backend, _finalize, _hub
 from ._backend import EMPTY
 from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError, PortClosedError
 from ._hub import check_isolation
@@ -89,7 +87,7 @@ _MAIN_THREAD = threading.main_thread().ident
 # The pools whose collector still runs. At interpreter exit each is shut down
 # and waited for, as concurrent.futures does with its executors: queued and
 # running tasks complete; submitting after that raises RuntimeError.
-_running: weakref.WeakSet[_Core] = weakref.WeakSet()
+_running: set[_Core] = set()
 _exiting = False
 
 
@@ -627,10 +625,9 @@ class _Core:
         _backend.queue_put(self.watchers, None)  # the collector's
         self.collector_ended = False
         self.thread: threading.Thread | None = None
-        self.pool_ref: weakref.ref[Pool] | None = None  # kept for its callback
 
     def start(self, pool: Pool, size: int) -> None:
-        """Start ``size`` isolates, then the collector, which holds ``pool`` weakly."""
+        """Start ``size`` isolates, then the collector (nothing holds ``pool``)."""
         try:
             for _ in range(size):
                 worker = self._spawn()
@@ -646,17 +643,13 @@ class _Core:
                 self.collector_ended = True  # it never started
                 self.free_bells()
             raise
-        self.pool_ref = weakref.ref(pool, self._pool_gone)
+        # Once the pool is collected, the collector hears of it.
+        _finalize.at_collect(pool, self.results.send_port._send_item, _GONE_ITEM)
         self.thread = threading.Thread(
             target=_collect, args=(self,), name=f"subiso-pool-{self.name}", daemon=True
         )
         _backend.start_thread(self.thread)
         _running.add(self)
-
-    def _pool_gone(self, _: object) -> None:
-        """The Pool was collected (any thread, maybe one that holds the lock):
-        only post to the collector."""
-        self.results.send_port._send_item(_GONE_ITEM)
 
     def _spawn(self) -> _Worker:
         """Start one worker isolate (blocks until it runs; never under the lock)."""
@@ -1266,6 +1259,7 @@ def _collect(core: _Core) -> None:
         except BaseException as error:
             core.break_down(error)
     finally:
+        _running.discard(core)
         core.results.close()
         _backend.queue_destroy(core.watchers)  # (after the close: no result needs a wake)
         with core.lock:

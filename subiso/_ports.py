@@ -809,13 +809,6 @@ class _Port:
         state = " closed" if self._closed else ""
         return f"<{type(self).__name__}{name} {self._qid}{state}>"
 
-    def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:
-                pass
-
 
 class ReceivePort(_Port):
     """A port that receives messages: block, iterate, await or listen.

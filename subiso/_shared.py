@@ -26,7 +26,7 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import _wire
+from . import _finalize, _wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class SharedBuffer:
         if type(data) is SharedBuffer:  # immutable: share, do not copy
             self._nbytes = data._nbytes
             if data._fd >= 0:
-                self._fd = os.dup(data._fd)
+                self._own(os.dup(data._fd))
             else:
                 self._inline = data._inline
             return
@@ -81,7 +81,12 @@ class SharedBuffer:
 
         # Sealed: no write, no resize, for anyone who holds the descriptor.
         seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
-        self._fd = _wire.memfd_copy(view, "subiso-shared", seals)
+        self._own(_wire.memfd_copy(view, "subiso-shared", seals))
+
+    def _own(self, fd: int) -> None:
+        """Hold ``fd`` for good: it is closed once this buffer is collected."""
+        self._fd = fd
+        _finalize.at_collect(self, _wire._close_all, (fd,))
 
     def _view(self) -> memoryview:
         if self._inline is not None:
@@ -170,21 +175,14 @@ class SharedBuffer:
         pickler.carry_fd(fd)
         return (_arrive, (fd, self._nbytes))
 
-    def __del__(self) -> None:
-        if self._fd >= 0:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = -1
-
 
 def _arrive(fd: int, nbytes: int) -> SharedBuffer:
     """The receiving end of ``SharedBuffer._reduce_for``: a buffer that owns
     ``fd`` now. (A module-level function: the cheapest callable to pickle.)"""
     self = SharedBuffer.__new__(SharedBuffer)
     self._map = self._hash = self._inline = None
-    self._fd, self._nbytes = fd, nbytes
+    self._nbytes = nbytes
+    self._own(fd)
     unowned = getattr(_wire._loading, "unowned", None)
     if unowned is not None:
         unowned.discard(fd)  # this buffer closes it now
@@ -199,17 +197,17 @@ class CarriedFds:
     if the message is never put on a queue (``_wire.mark_sent`` hands them
     to the queue, whose receiver or reaper closes them)."""
 
-    __slots__ = ("fds",)
+    __slots__ = ("__weakref__", "_key", "fds")
 
     def __init__(self) -> None:
         self.fds: list[int] = []
+        self._key = _finalize.at_collect(self, _wire._close_all, self.fds)
 
     def _mark_sent(self) -> None:
+        _finalize.detach(self._key)
         self.fds = []
 
     def close(self) -> None:
+        _finalize.detach(self._key)
         fds, self.fds = self.fds, []
         _wire._close_all(fds)
-
-    def __del__(self) -> None:
-        self.close()

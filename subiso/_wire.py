@@ -35,6 +35,7 @@ import marshal
 import os
 import sys
 
+from . import _finalize
 from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
@@ -304,7 +305,7 @@ class TransferableBuffer:
         ValueError: on a second ``materialize()``, or when it was sent away.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_inline", "_nbytes", "_state")
+    __slots__ = ("__weakref__", "_fd", "_inline", "_key", "_nbytes", "_state")
 
     def __init__(self, data: Any) -> None:
         view = memoryview(data).cast("B")
@@ -313,18 +314,30 @@ class TransferableBuffer:
         self._fd = -1
         self._inline: bytes | None = None
         if self._nbytes and hasattr(os, "memfd_create"):
-            self._fd = memfd_copy(view, "subiso-transfer")
+            self._own(memfd_copy(view, "subiso-transfer"))
         else:
             self._inline = bytes(view)
 
     @classmethod
     def _arrive(cls, fd: int, nbytes: int, inline: bytes | None) -> TransferableBuffer:
         self = cls.__new__(cls)
-        self._fd, self._nbytes, self._inline, self._state = fd, nbytes, inline, _OWNED
+        self._fd, self._nbytes, self._inline, self._state = -1, nbytes, inline, _OWNED
+        if fd >= 0:
+            self._own(fd)
         unowned = getattr(_loading, "unowned", None)
         if unowned is not None:
             unowned.discard(fd)  # this buffer closes it now
         return self
+
+    def _own(self, fd: int) -> None:
+        """Hold ``fd``, closed with this buffer unless it is used or sent first."""
+        self._fd = fd
+        self._key = _finalize.at_collect(self, _close_all, (fd,))
+
+    def _disown(self) -> int:
+        fd, self._fd = self._fd, -1
+        _finalize.detach(self._key)
+        return fd
 
     def __len__(self) -> int:
         return self._nbytes
@@ -341,11 +354,11 @@ class TransferableBuffer:
             return memoryview(bytearray(self._inline or b""))
         import mmap
 
+        fd = self._disown()
         try:
-            mapped = mmap.mmap(self._fd, self._nbytes)
+            mapped = mmap.mmap(fd, self._nbytes)
         finally:
-            os.close(self._fd)
-            self._fd = -1
+            os.close(fd)
         return memoryview(mapped)
 
     def _reduce_for(self, pickler: Pickler) -> Any:
@@ -356,17 +369,11 @@ class TransferableBuffer:
 
     def _mark_sent(self) -> None:
         self._state = _SENT
-        self._fd = -1
+        if self._fd >= 0:
+            self._disown()  # the message owns it now
 
     def __reduce__(self) -> Any:
         raise NotSendableError("a TransferableBuffer travels only in subiso messages")
-
-    def __del__(self) -> None:
-        if self._fd >= 0 and self._state is not _SENT:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
 
 
 def release_item(item: tuple[Any, ...]) -> None:

@@ -1317,7 +1317,13 @@ class Stress:
         if not 1 + ready <= interpreters <= 1 + ready + warming:
             problems.append(f"interpreters: {interpreters} for {ready} spares, {warming} warming")
         now = self.snapshot()
-        allowed = ("subiso-spare", "subiso-hub", "subiso-port-dispatcher", "subiso-isolate")
+        allowed = (
+            "subiso-spare",
+            "subiso-hub",
+            "subiso-port-dispatcher",
+            "subiso-isolate",
+            "subiso-finalizer",
+        )
         threads = [
             t
             for t in now["threads"] - base["threads"]  # type: ignore[operator]
