@@ -7,7 +7,7 @@ collection runs in the main thread enters a Python frame, and the signal is
 handled there: the KeyboardInterrupt is raised inside the finalizer, printed
 as "Exception ignored", and lost. The main thread goes back to its wait, and
 one Ctrl-C no longer ends the program. (A pool that nobody referenced any
-more did that: its weakref callback was collected with the Ctrl-C.)
+more lost one that way: its weakref callback took it.)
 
 So the library's finalizers run no Python code where the object is
 collected. ``at_collect(obj, fn, *args)`` gives ``obj`` a weakref whose
