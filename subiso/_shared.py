@@ -10,10 +10,10 @@ interpreter, owns one descriptor and at most one mapping and closes them
 once it is collected (a memoryview keeps its mapping alive, as it keeps any
 exporter; in the main interpreter the descriptor is closed just after, on
 the finalizer thread: see _finalize), and the kernel frees the pages once
-the last descriptor and the last mapping are gone. An isolate that exits or is killed drops its own; a
-message that is dropped or never received has its descriptors closed with it
-(``_wire.release_item``). No view can outlive the memory it reads, whichever
-interpreter goes first.
+the last descriptor and the last mapping are gone. An isolate that exits or
+is killed drops its own; a message that is dropped or never received has its
+descriptors closed with it (``_wire.release_item``). No view can outlive the
+memory it reads, whichever interpreter goes first.
 
 The seals (no write, no resize) make the memory immutable for everyone who
 holds the descriptor, not only for the views handed out here.
