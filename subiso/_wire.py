@@ -35,7 +35,6 @@ import marshal
 import os
 import sys
 
-from . import _finalize
 from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
@@ -331,10 +330,14 @@ class TransferableBuffer:
 
     def _own(self, fd: int) -> None:
         """Hold ``fd``, closed with this buffer unless it is used or sent first."""
+        from . import _finalize  # (here: an isolate that never makes one skips the import)
+
         self._fd = fd
         self._key = _finalize.at_collect(self, _close_all, (fd,))
 
     def _disown(self) -> int:
+        from . import _finalize
+
         fd, self._fd = self._fd, -1
         _finalize.detach(self._key)
         return fd
