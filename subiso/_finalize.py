@@ -10,15 +10,24 @@ one Ctrl-C no longer ends the program. (A pool that nobody referenced any
 more lost one that way: its weakref callback took it.)
 
 So the library's finalizers run no Python code where the object is
-collected. ``at_collect(obj, fn, *args)`` gives ``obj`` a weakref whose
-callback is C code only: ``SimpleQueue.put`` of the job (its ``block``
-parameter takes the weakref, and a SimpleQueue ignores it). A daemon thread
-of the main interpreter, ``subiso-finalizer``, takes the jobs and runs them.
-In an isolate no thread handles signals, and the job runs in the callback,
-as ``__del__`` would.
+collected. Each is a weakref whose callback is C code only:
 
-A job must not reference ``obj`` (it would never be collected) and may run
-on any thread.
+- ``close_at_collect(obj, fds)`` closes file descriptors (the buffers'
+  memfds) in place, in any interpreter: the callback is
+  ``dict.fromkeys(map(os.close, fds), weakref)``, which drains the map, and
+  the weakref is the value it ignores.
+- ``at_collect(obj, fn, *args)`` runs Python code: the callback is
+  ``SimpleQueue.put`` of the job (its ``block`` parameter takes the weakref,
+  and a SimpleQueue ignores it), and a daemon thread of the main
+  interpreter, ``subiso-finalizer``, takes the jobs and runs them. In an
+  isolate no thread handles signals, and the job runs in the callback, as
+  ``__del__`` would. A job must not reference ``obj`` (it would never be
+  collected) and may run on any thread. (The buffers do not use it: a hop
+  to that thread per dropped buffer made a SharedBuffer's round trip to a
+  pool task 10-50% slower.)
+
+The weakrefs live in module sets until their object goes (a weakref that is
+itself collected never calls back).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from _queue import SimpleQueue
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, ClassVar
 
 _Job = tuple[int, "Callable[..., object]", tuple["Any", ...]]
 
@@ -47,7 +56,6 @@ _Job = tuple[int, "Callable[..., object]", tuple["Any", ...]]
 # detached.
 _live: dict[int, ref[Any]] = {}
 _next_key = count().__next__
-_GATHER_SECONDS = 0.005  # see _serve
 
 
 class _Service:
@@ -83,6 +91,39 @@ def detach(key: int) -> None:
     _live.pop(key, None)
 
 
+class _FdRefs:
+    """The weakrefs of ``close_at_collect``; the dead are pruned when the
+    set has doubled since the last pruning."""
+
+    # By id: a weakref hashes and compares as its object does (two equal
+    # SharedBuffers would share one entry, and hashing one maps its memory).
+    live: ClassVar[dict[int, ref[Any]]] = {}
+    prune_at = 1024
+
+
+def close_at_collect(obj: object, fds: list[int] | tuple[int, ...]) -> ref[Any]:
+    """Close the descriptors in ``fds`` (a list may still grow) once ``obj``
+    is collected, unless ``detach_fds`` is called first with the weakref
+    returned. Runs no Python code (see above)."""
+    watch = ref(obj, partial(dict.fromkeys, map(os.close, fds)))
+    refs = _FdRefs.live
+    refs[id(watch)] = watch
+    if len(refs) >= _FdRefs.prune_at:
+        for key, each in list(refs.items()):
+            if each() is None:
+                refs.pop(key, None)
+        _FdRefs.prune_at = max(1024, 2 * len(refs))
+    return watch
+
+
+def detach_fds(watch: ref[Any] | None) -> None:
+    """Keep the descriptors open: they were closed or handed on by other
+    means. (The caller drops ``watch`` too: a weakref still alive when its
+    object goes calls back.)"""
+    if watch is not None:
+        _FdRefs.live.pop(id(watch), None)
+
+
 def settle(timeout: float) -> bool:
     """Wait until the jobs posted so far have run; False if ``timeout``
     seconds passed first (for tests, which look at what a job frees)."""
@@ -102,29 +143,15 @@ def _run(job: _Job, _ref: object = None) -> None:
 
 
 def _serve(jobs: SimpleQueue[_Job]) -> None:
-    """The finalizer thread. Each wake-up takes the main interpreter's GIL
-    from the threads that work, and a program that drops a SharedBuffer per
-    message would pay one per message (a third more per round trip): so the
-    jobs that follow a wake-up get ``_GATHER_SECONDS`` to arrive, and run
-    together. Its safety net: a job that fails is reported as CPython
-    reports a failing ``__del__``, and the next one runs."""
-    import time
-    from _queue import Empty
-
+    """The finalizer thread. Its safety net: a job that fails is reported
+    as CPython reports a failing ``__del__``, and the next one runs."""
     while True:
-        batch = [jobs.get()]
-        time.sleep(_GATHER_SECONDS)
-        while True:
-            try:
-                batch.append(jobs.get(block=False))
-            except Empty:
-                break
-        for job in batch:
-            try:
-                _run(job)
-            except BaseException as error:
-                _report(job, error)
-        del batch, job  # (what the jobs held goes now, not at the next wake-up)
+        job = jobs.get()
+        try:
+            _run(job)
+        except BaseException as error:
+            _report(job, error)
+        del job  # (what it held goes now, not when the next one comes)
 
 
 def _report(job: _Job, error: BaseException) -> None:

@@ -32,6 +32,7 @@ from . import _finalize, _wire
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+    from weakref import ref
 
     from ._pickling import Pickler
 
@@ -87,7 +88,7 @@ class SharedBuffer:
     def _own(self, fd: int) -> None:
         """Hold ``fd`` for good: it is closed once this buffer is collected."""
         self._fd = fd
-        _finalize.at_collect(self, _wire._close_all, (fd,))
+        _finalize.close_at_collect(self, (fd,))
 
     def _view(self) -> memoryview:
         if self._inline is not None:
@@ -198,17 +199,21 @@ class CarriedFds:
     if the message is never put on a queue (``_wire.mark_sent`` hands them
     to the queue, whose receiver or reaper closes them)."""
 
-    __slots__ = ("__weakref__", "_key", "fds")
+    __slots__ = ("__weakref__", "_watch", "fds")
 
     def __init__(self) -> None:
         self.fds: list[int] = []
-        self._key = _finalize.at_collect(self, _wire._close_all, self.fds)
+        self._watch: ref[Any] | None = _finalize.close_at_collect(self, self.fds)
 
     def _mark_sent(self) -> None:
-        _finalize.detach(self._key)
+        self._detach()
         self.fds = []
 
     def close(self) -> None:
-        _finalize.detach(self._key)
+        self._detach()
         fds, self.fds = self.fds, []
         _wire._close_all(fds)
+
+    def _detach(self) -> None:
+        _finalize.detach_fds(self._watch)
+        self._watch = None

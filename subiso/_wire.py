@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
     from typing import NamedTuple as Message
+    from weakref import ref
 
     from ._pickling import Pickler
 else:
@@ -304,7 +305,7 @@ class TransferableBuffer:
         ValueError: on a second ``materialize()``, or when it was sent away.
     """
 
-    __slots__ = ("__weakref__", "_fd", "_inline", "_key", "_nbytes", "_state")
+    __slots__ = ("__weakref__", "_fd", "_inline", "_nbytes", "_state", "_watch")
 
     def __init__(self, data: Any) -> None:
         view = memoryview(data).cast("B")
@@ -333,13 +334,14 @@ class TransferableBuffer:
         from . import _finalize  # (here: an isolate that never makes one skips the import)
 
         self._fd = fd
-        self._key = _finalize.at_collect(self, _close_all, (fd,))
+        self._watch: ref[Any] | None = _finalize.close_at_collect(self, (fd,))
 
     def _disown(self) -> int:
         from . import _finalize
 
         fd, self._fd = self._fd, -1
-        _finalize.detach(self._key)
+        _finalize.detach_fds(self._watch)
+        self._watch = None
         return fd
 
     def __len__(self) -> int:
