@@ -8,9 +8,9 @@ same at 1 KiB and at 1 GiB, and 8 isolates reading a 1 GiB table hold it once.
 Lifetime needs no bookkeeping of ours: each SharedBuffer, in whichever
 interpreter, owns one descriptor and at most one mapping and closes them
 once it is collected (a memoryview keeps its mapping alive, as it keeps any
-exporter; in the main interpreter the descriptor is closed just after, on
-the finalizer thread: see _finalize), and the kernel frees the pages once
-the last descriptor and the last mapping are gone. An isolate that exits or
+exporter; the descriptor is closed by a weakref callback in C, see
+_finalize), and the kernel frees the pages once the last descriptor and the
+last mapping are gone. An isolate that exits or
 is killed drops its own; a message that is dropped or never received has its
 descriptors closed with it (``_wire.release_item``). No view can outlive the
 memory it reads, whichever interpreter goes first.
