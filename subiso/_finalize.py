@@ -12,22 +12,20 @@ more lost one that way: its weakref callback took it.)
 So the library's finalizers run no Python code where the object is
 collected. Each is a weakref whose callback is C code only:
 
-- ``close_at_collect(obj, fds)`` closes file descriptors (the buffers'
-  memfds) in place, in any interpreter: the callback is
-  ``dict.fromkeys(map(os.close, fds), weakref)``, which drains the map, and
-  the weakref is the value it ignores.
 - ``at_collect(obj, fn, *args)`` runs Python code: the callback is
   ``SimpleQueue.put`` of the job (its ``block`` parameter takes the weakref,
   and a SimpleQueue ignores it), and a daemon thread of the main
   interpreter, ``subiso-finalizer``, takes the jobs and runs them. In an
   isolate no thread handles signals, and the job runs in the callback, as
   ``__del__`` would. A job must not reference ``obj`` (it would never be
-  collected) and may run on any thread. (The buffers do not use it: a hop
-  to that thread per dropped buffer made a SharedBuffer's round trip to a
-  pool task 10-50% slower.)
+  collected) and may run on any thread.
+- ``_wire.close_at_collect(obj, fds)`` closes file descriptors (the
+  buffers' memfds) in place, in any interpreter, with no Python code at all
+  (see there). A hop to the thread per dropped buffer made a SharedBuffer's
+  round trip to a pool task 10-50% slower.
 
-The weakrefs live in module sets until their object goes (a weakref that is
-itself collected never calls back).
+The weakrefs live in module tables until their object goes (a weakref that
+is itself collected never calls back).
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from _queue import SimpleQueue
     from collections.abc import Callable
-    from typing import Any, ClassVar
+    from typing import Any
 
 _Job = tuple[int, "Callable[..., object]", tuple["Any", ...]]
 
@@ -89,39 +87,6 @@ def at_collect(obj: object, fn: Callable[..., object], *args: Any) -> int:
 def detach(key: int) -> None:
     """Forget the job of ``key``: its object was cleaned up by other means."""
     _live.pop(key, None)
-
-
-class _FdRefs:
-    """The weakrefs of ``close_at_collect``; the dead are pruned when the
-    set has doubled since the last pruning."""
-
-    # By id: a weakref hashes and compares as its object does (two equal
-    # SharedBuffers would share one entry, and hashing one maps its memory).
-    live: ClassVar[dict[int, ref[Any]]] = {}
-    prune_at = 1024
-
-
-def close_at_collect(obj: object, fds: list[int] | tuple[int, ...]) -> ref[Any]:
-    """Close the descriptors in ``fds`` (a list may still grow) once ``obj``
-    is collected, unless ``detach_fds`` is called first with the weakref
-    returned. Runs no Python code (see above)."""
-    watch = ref(obj, partial(dict.fromkeys, map(os.close, fds)))
-    refs = _FdRefs.live
-    refs[id(watch)] = watch
-    if len(refs) >= _FdRefs.prune_at:
-        for key, each in list(refs.items()):
-            if each() is None:
-                refs.pop(key, None)
-        _FdRefs.prune_at = max(1024, 2 * len(refs))
-    return watch
-
-
-def detach_fds(watch: ref[Any] | None) -> None:
-    """Keep the descriptors open: they were closed or handed on by other
-    means. (The caller drops ``watch`` too: a weakref still alive when its
-    object goes calls back.)"""
-    if watch is not None:
-        _FdRefs.live.pop(id(watch), None)
 
 
 def settle(timeout: float) -> bool:

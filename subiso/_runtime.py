@@ -28,7 +28,7 @@ import sys
 from os import urandom as _urandom
 from time import sleep as _sleep
 
-from . import _backend, _ports
+from . import _backend, _ports, _wire
 from ._backend import EMPTY
 from ._exceptions import report_uncaught
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
@@ -919,6 +919,7 @@ def _teardown(runtime: Runtime, control: Any) -> None:
             continue
         break
     _ports.close_all_ports()
+    _wire.close_watched_fds()
     _drain_control(runtime)
     _backend.queue_destroy(runtime.ctl_qid)
     for port, response in runtime.exit_listeners:

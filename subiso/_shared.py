@@ -9,9 +9,9 @@ Lifetime needs no bookkeeping of ours: each SharedBuffer, in whichever
 interpreter, owns one descriptor and at most one mapping and closes them
 once it is collected (a memoryview keeps its mapping alive, as it keeps any
 exporter; the descriptor is closed by a weakref callback in C, see
-_finalize), and the kernel frees the pages once the last descriptor and the
-last mapping are gone. An isolate that exits or
-is killed drops its own; a message that is dropped or never received has its
+``_wire.close_at_collect``), and the kernel frees the pages once the last
+descriptor and the last mapping are gone. An isolate that exits or is
+killed drops its own; a message that is dropped or never received has its
 descriptors closed with it (``_wire.release_item``). No view can outlive the
 memory it reads, whichever interpreter goes first.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import _finalize, _wire
+from . import _wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class SharedBuffer:
     def _own(self, fd: int) -> None:
         """Hold ``fd`` for good: it is closed once this buffer is collected."""
         self._fd = fd
-        _finalize.close_at_collect(self, (fd,))
+        _wire.close_at_collect(self, (fd,))
 
     def _view(self) -> memoryview:
         if self._inline is not None:
@@ -203,7 +203,7 @@ class CarriedFds:
 
     def __init__(self) -> None:
         self.fds: list[int] = []
-        self._watch: ref[Any] | None = _finalize.close_at_collect(self, self.fds)
+        self._watch: ref[Any] | None = _wire.close_at_collect(self, self.fds)
 
     def _mark_sent(self) -> None:
         self._detach()
@@ -215,5 +215,5 @@ class CarriedFds:
         _wire._close_all(fds)
 
     def _detach(self) -> None:
-        _finalize.detach_fds(self._watch)
+        _wire.detach_fds(self._watch)
         self._watch = None

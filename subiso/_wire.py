@@ -35,13 +35,17 @@ import marshal
 import os
 import sys
 
+# (_functools, not functools: that would cost an import in every isolate)
+from _functools import partial as _partial  # type: ignore[import-not-found]
+from _weakref import ref as _ref
+
 from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import Any
+    from typing import Any, ClassVar
     from typing import NamedTuple as Message
     from weakref import ref
 
@@ -331,16 +335,12 @@ class TransferableBuffer:
 
     def _own(self, fd: int) -> None:
         """Hold ``fd``, closed with this buffer unless it is used or sent first."""
-        from . import _finalize  # (here: an isolate that never makes one skips the import)
-
         self._fd = fd
-        self._watch: ref[Any] | None = _finalize.close_at_collect(self, (fd,))
+        self._watch: ref[Any] | None = close_at_collect(self, (fd,))
 
     def _disown(self) -> int:
-        from . import _finalize
-
         fd, self._fd = self._fd, -1
-        _finalize.detach_fds(self._watch)
+        detach_fds(self._watch)
         self._watch = None
         return fd
 
@@ -393,6 +393,60 @@ def _close_all(fds: Iterable[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+class _FdWatches:
+    """The weakrefs of ``close_at_collect``, by id: a weakref hashes and
+    compares as its object does (two equal SharedBuffers would share an
+    entry, and hashing one maps its memory). The dead are pruned when the
+    table has doubled since the last pruning."""
+
+    live: ClassVar[dict[int, ref[Any]]] = {}
+    prune_at = 1024
+
+
+def close_at_collect(obj: object, fds: list[int] | tuple[int, ...]) -> ref[Any]:
+    """Close the descriptors in ``fds`` (a list may still grow) once ``obj``
+    is collected, unless ``detach_fds`` is called first with the weakref
+    returned.
+
+    The weakref's callback is C code only (see _finalize for why a
+    finalizer must not run Python code): ``dict.fromkeys`` drains
+    ``map(os.close, fds)``, and the weakref it is called with is the value
+    it ignores. It runs in place, in any interpreter."""
+    watch = _ref(obj, _partial(dict.fromkeys, map(os.close, fds)))
+    live = _FdWatches.live
+    live[id(watch)] = watch
+    if len(live) >= _FdWatches.prune_at:
+        for key, each in list(live.items()):
+            if each() is None:
+                live.pop(key, None)
+        _FdWatches.prune_at = max(1024, 2 * len(live))
+    return watch
+
+
+def close_watched_fds() -> None:
+    """At isolate exit, close what the buffers still alive hold (a user
+    module's global, say). As the interpreter ends, CPython clears its
+    modules in an order of its own: this table could go first, and a
+    weakref that is gone never calls back."""
+    live = _FdWatches.live
+    while live:
+        _, watch = live.popitem()
+        callback = watch.__callback__
+        if callback is not None and watch() is not None:
+            try:
+                callback(watch)  # (its map is spent: a later call closes nothing)
+            except OSError:
+                pass
+
+
+def detach_fds(watch: ref[Any] | None) -> None:
+    """Keep the descriptors open: they were closed or handed on by other
+    means. (The caller drops ``watch`` too: a weakref still alive when its
+    object goes calls back.)"""
+    if watch is not None:
+        _FdWatches.live.pop(id(watch), None)
 
 
 # -- encode / decode ----------------------------------------------------------

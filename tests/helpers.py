@@ -604,3 +604,15 @@ class FailsToLoad:
 
     def __reduce__(self):
         return (refuse_to_load, ())
+
+
+KEPT: list[object] = []
+
+
+def keep_buffers_in_a_global(_=None):
+    """Leave a SharedBuffer and a TransferableBuffer in this module's global
+    as the isolate exits: they go as its modules are cleared."""
+    import subiso
+
+    KEPT.append(subiso.SharedBuffer(b"kept" * 1000))
+    KEPT.append(subiso.TransferableBuffer(b"kept" * 1000))

@@ -147,6 +147,17 @@ def test_the_memory_outlives_the_isolate_that_made_it(baseline):
     del received
 
 
+def test_buffers_a_module_holds_are_freed_as_the_isolate_ends(baseline):
+    """A buffer's descriptor is closed by a weakref's callback; as an
+    interpreter ends, its modules are cleared, and had the table that keeps
+    the weakrefs been cleared before the module that holds the buffer, the
+    descriptor would have stayed open."""
+    before = helpers.open_fds("memfd:subiso-transfer")
+    subiso.run(helpers.keep_buffers_in_a_global)
+    assert _hub.settle(T)
+    assert helpers.open_fds("memfd:subiso-transfer") == before
+
+
 def test_a_receiver_killed_while_holding_one_frees_it(baseline):
     buffer = subiso.SharedBuffer(b"held" * (1 << 18))
     with subiso.ReceivePort() as port:
