@@ -50,8 +50,7 @@ if TYPE_CHECKING:
 _Job = tuple[int, "Callable[..., object]", tuple["Any", ...]]
 
 # The weakrefs that carry the jobs, by key: a weakref that is itself
-# collected never calls back, so each lives here until its job is taken or
-# detached.
+# collected never calls back, so each lives here until its job is taken.
 _live: dict[int, ref[Any]] = {}
 _next_key = count().__next__
 
@@ -70,9 +69,8 @@ if _backend.current_interpreter_id() == _backend.main_interpreter_id():
     _Service.jobs = _SimpleQueue()
 
 
-def at_collect(obj: object, fn: Callable[..., object], *args: Any) -> int:
-    """Run ``fn(*args)`` once ``obj`` is collected, unless ``detach`` is
-    called first with the key returned."""
+def at_collect(obj: object, fn: Callable[..., object], *args: Any) -> None:
+    """Run ``fn(*args)`` once ``obj`` is collected."""
     key = _next_key()
     job = (key, fn, args)
     jobs = _Service.jobs
@@ -81,12 +79,6 @@ def at_collect(obj: object, fn: Callable[..., object], *args: Any) -> int:
     else:  # an isolate, or the main interpreter past the start of its exit
         callback = partial(_run, job)
     _live[key] = ref(obj, callback)
-    return key
-
-
-def detach(key: int) -> None:
-    """Forget the job of ``key``: its object was cleaned up by other means."""
-    _live.pop(key, None)
 
 
 def settle(timeout: float) -> bool:

@@ -97,17 +97,3 @@ def test_a_cleanup_that_fails_is_reported_and_the_next_one_runs(capfd):
     assert ran.wait(T)
     assert _finalize.settle(T)
     assert "RuntimeError: cleanup failed" in capfd.readouterr().err
-
-
-def test_a_detached_cleanup_does_not_run():
-    class Owner:
-        pass
-
-    ran = threading.Event()
-    owner = Owner()
-    key = _finalize.at_collect(owner, ran.set)
-    _finalize.detach(key)
-    del owner
-    gc.collect()
-    assert _finalize.settle(T)
-    assert not ran.is_set()
