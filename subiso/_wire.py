@@ -45,7 +45,7 @@ TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import Any, ClassVar
+    from typing import Any
     from typing import NamedTuple as Message
     from weakref import ref
 
@@ -395,14 +395,13 @@ def _close_all(fds: Iterable[int]) -> None:
             pass
 
 
-class _FdWatches:
-    """The weakrefs of ``close_at_collect``, by id: a weakref hashes and
-    compares as its object does (two equal SharedBuffers would share an
-    entry, and hashing one maps its memory). The dead are pruned when the
-    table has doubled since the last pruning."""
-
-    live: ClassVar[dict[int, ref[Any]]] = {}
-    prune_at = 1024
+# The weakrefs of ``close_at_collect``, by id: a weakref hashes and compares
+# as its object does (two equal SharedBuffers would share an entry, and
+# hashing one maps its memory). The dead are pruned when the table has
+# doubled since the last pruning. (Module globals, not a class: a class
+# costs every fresh isolate a type object.)
+_fd_watches: dict[int, ref[Any]] = {}
+_fd_prune_at = 1024
 
 
 def close_at_collect(obj: object, fds: list[int] | tuple[int, ...]) -> ref[Any]:
@@ -414,14 +413,15 @@ def close_at_collect(obj: object, fds: list[int] | tuple[int, ...]) -> ref[Any]:
     finalizer must not run Python code): ``dict.fromkeys`` drains
     ``map(os.close, fds)``, and the weakref it is called with is the value
     it ignores. It runs in place, in any interpreter."""
+    global _fd_prune_at
     watch = _ref(obj, _partial(dict.fromkeys, map(os.close, fds)))
-    live = _FdWatches.live
+    live = _fd_watches
     live[id(watch)] = watch
-    if len(live) >= _FdWatches.prune_at:
+    if len(live) >= _fd_prune_at:
         for key, each in list(live.items()):
             if each() is None:
                 live.pop(key, None)
-        _FdWatches.prune_at = max(1024, 2 * len(live))
+        _fd_prune_at = max(1024, 2 * len(live))
     return watch
 
 
@@ -430,7 +430,7 @@ def close_watched_fds() -> None:
     module's global, say). As the interpreter ends, CPython clears its
     modules in an order of its own: this table could go first, and a
     weakref that is gone never calls back."""
-    live = _FdWatches.live
+    live = _fd_watches
     while live:
         _, watch = live.popitem()
         callback = watch.__callback__
@@ -446,7 +446,7 @@ def detach_fds(watch: ref[Any] | None) -> None:
     means. (The caller drops ``watch`` too: a weakref still alive when its
     object goes calls back.)"""
     if watch is not None:
-        _FdWatches.live.pop(id(watch), None)
+        _fd_watches.pop(id(watch), None)
 
 
 # -- encode / decode ----------------------------------------------------------
