@@ -3,6 +3,8 @@
 # make test-all - the suite with the slow soaks
 # make matrix - the whole suite on Debian's CPython 3.13, 3.14 and 3.15 (root needed)
 # make bench PY=3.14 - the benchmark on one of those instead (results copied back)
+# make compare BASE=<git rev> - headline figures, that revision against the working tree
+#               (or WORK=<git rev>), ROUNDS=n rounds, PY=3.14 too (perf/results/compare/)
 
 VENV := .venv
 # `make bench PY=3.14` runs on Debian's 3.14 (see .ci/matrix); PY is
@@ -17,7 +19,7 @@ STAMP := $(VENV)/.installed
 # recompile the package from source at every start.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test test-all bench lint clean compile matrix compat
+.PHONY: test test-all bench compare lint clean compile matrix compat
 
 $(STAMP): pyproject.toml
 	@set -e; \
@@ -44,6 +46,13 @@ else
 bench:
 	bash .ci/matrix bench $(PY_VERSION) $(if $(FULL),--full,)
 endif
+
+# With PY=3.x perf/compare archives the base here (the project's copy in
+# Debian's root has no git history) and measures there with .ci/matrix run.
+compare: $(STAMP)
+	@test -n "$(BASE)" || { echo "usage: make compare BASE=<git rev> [ROUNDS=n] [PY=3.14] [WORK=<git rev>]"; exit 2; }
+	$(PY) perf/compare $(if $(PY_VERSION),--python $(PY_VERSION),) $(if $(ROUNDS),--rounds $(ROUNDS),) \
+		$(if $(WORK),--work $(WORK),) $(BASE)
 
 matrix:
 	bash .ci/matrix test

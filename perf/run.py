@@ -38,6 +38,7 @@ PRESETS = {
         "bm_memory": [],
         "bm_distributed": [],
         "bm_jank": ["--repeat", "3"],
+        "bm_service": ["--rounds", "3"],
     },
     "full": {
         "bm_pingpong": ["--rigorous"],
@@ -50,6 +51,7 @@ PRESETS = {
         "bm_memory": [],
         "bm_distributed": [],
         "bm_jank": ["--repeat", "10"],
+        "bm_service": ["--rounds", "7"],
     },
 }
 
@@ -64,7 +66,13 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
         output.unlink(missing_ok=True)
         print(f"[{i}/{len(scripts)}] {name} ({time.monotonic() - began:.0f} s so far)", flush=True)
         command = [sys.executable, str(HERE / f"{name}.py"), "-o", str(output), *args]
-        if name not in ("bm_jank", "bm_memory", "bm_shared_memory", "bm_distributed"):
+        if name not in (
+            "bm_jank",
+            "bm_memory",
+            "bm_shared_memory",
+            "bm_distributed",
+            "bm_service",
+        ):
             # Peers' worker interpreters and processes import the task module from here.
             command += ["--quiet", "--inherit-environ", "PYTHONPATH"]
         env = dict(os.environ, PYTHONPATH=str(HERE))
@@ -394,7 +402,65 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     rows.append(("jank: delivery slice / GC pause", f"{_us(slice_)} / {_us(ours[1])}", "", ""))
     deferred = jank[ways[4]]
     rows.append(("jank: caller defers GC (README)", _us(deferred[0]), "", ""))
+    rows += _service_rows(suites)
     return rows, chart
+
+
+def _service_rows(suites) -> list[tuple[str, ...]]:
+    """The asyncio service: run_async's rate, latency and loop gap against
+    each peer's, and against blocking runs from threads (the yardstick)."""
+    suite = suites["bm_service"]
+    meta = suite.get_benchmarks()[0].get_metadata()
+    ours, pool, threads = (
+        "subiso.run_async",
+        f"subiso.Pool({meta['workers']}).run_async",
+        f"subiso.run from {meta['concurrency']} threads",
+    )
+    ways = [
+        name.removeprefix("service ").removesuffix(": requests/s")
+        for name in suite.get_benchmark_names()
+        if name.endswith(": requests/s")
+    ]
+
+    def figure(way: str, name: str) -> float:
+        return _median(suites, "bm_service", f"service {way}: {name}")
+
+    rate, gap = figure(ours, "requests/s"), figure(ours, "largest loop gap")
+    mine = [
+        f"run_async {rate:,.0f}/s",
+        f"p50 {_us(figure(ours, 'latency p50'))} / p99 {_us(figure(ours, 'latency p99'))}",
+        f"largest loop gap {_us(gap)}",
+    ]
+    if pool in ways:
+        mine.append(
+            f"Pool({meta['workers']}).run_async {figure(pool, 'requests/s'):,.0f}/s, "
+            f"gap {_us(figure(pool, 'largest loop gap'))}"
+        )
+    cells = []
+    if threads in ways:
+        theirs = figure(threads, "requests/s")
+        cells.append((f"{threads} {theirs:,.0f}/s (yardstick)", f"{rate / theirs:.2f}x the rate"))
+    for way in ways:
+        if way in (ours, pool, threads):
+            continue
+        theirs, their_gap = figure(way, "requests/s"), figure(way, "largest loop gap")
+        cells.append(
+            (
+                f"{way} {theirs:,.0f}/s, p50 {_us(figure(way, 'latency p50'))} / "
+                f"p99 {_us(figure(way, 'latency p99'))}, gap {_us(their_gap)}",
+                f"{rate / theirs:.2f}x the rate, {gap / their_gap:,.1f}x the gap",
+            )
+        )
+    # The document is sized for ~5 ms (tasks.DOCUMENT_ITEMS); render_cpu_s says what it took.
+    question = (
+        f"asyncio service: {meta['requests']} requests of ~5 ms JSON, "
+        f"{meta['concurrency']} at a time"
+    )
+    rows: list[tuple[str, ...]] = []
+    for i in range(max(len(mine), len(cells))):
+        peer, ratio = cells[i] if i < len(cells) else ("", "")
+        rows.append((question if i == 0 else "", mine[i] if i < len(mine) else "", peer, ratio))
+    return rows
 
 
 def _share_rows(suites, chart) -> list[tuple[str, ...]]:
