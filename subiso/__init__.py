@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from ._exceptions import RemoteError as RemoteError
     from ._exceptions import __excepthook__ as __excepthook__
     from ._exceptions import excepthook as excepthook
+    from ._isolate import BEFORE_NEXT_EVENT as BEFORE_NEXT_EVENT
+    from ._isolate import IMMEDIATE as IMMEDIATE
     from ._isolate import Isolate as Isolate
+    from ._isolate import KillPriority as KillPriority
     from ._names import IsolateNameServer as IsolateNameServer
     from ._pool import Pool as Pool
     from ._pool import PoolStats as PoolStats
@@ -38,23 +41,22 @@ if TYPE_CHECKING:
     from ._run import compute_async as compute_async
     from ._run import run as run
     from ._run import run_async as run_async
-    from ._runtime import BEFORE_NEXT_EVENT as BEFORE_NEXT_EVENT
-    from ._runtime import IMMEDIATE as IMMEDIATE
     from ._runtime import Capability as Capability
     from ._shared import SharedBuffer as SharedBuffer
     from ._wire import TransferableBuffer as TransferableBuffer
 
 _EXPORTS = {
     "Agent": "_agent",
-    "BEFORE_NEXT_EVENT": "_runtime",
+    "BEFORE_NEXT_EVENT": "_isolate",
     "BrokenIsolateError": "_exceptions",
     "BrokenServiceError": "_exceptions",
     "Capability": "_runtime",
-    "IMMEDIATE": "_runtime",
+    "IMMEDIATE": "_isolate",
     "Isolate": "_isolate",
     "IsolateError": "_exceptions",
     "IsolateNameServer": "_names",
     "IsolateSpawnError": "_exceptions",
+    "KillPriority": "_isolate",
     "NotSendableError": "_exceptions",
     "Pool": "_pool",
     "PoolStats": "_pool",
@@ -97,3 +99,19 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+def _start_the_hub() -> None:
+    """In the main interpreter, start the hub now (one parked thread): no
+    later call, on an event loop's thread say, then starts a thread. An
+    isolate, which imports this package on its way to its runtime, starts
+    nothing."""
+    import _interpreters
+
+    if _interpreters.get_current()[0] == _interpreters.get_main()[0]:
+        from ._hub import start
+
+        start()
+
+
+_start_the_hub()

@@ -30,15 +30,16 @@ from typing import NamedTuple, overload
 
 from . import _backend
 from ._backend import EMPTY
+from ._drive import drive, drive_async
 from ._exceptions import BrokenIsolateError, BrokenServiceError, PortClosedError, RemoteError
 from ._hub import check_isolation
-from ._isolate import Isolate, spawn_isolate
+from ._isolate import IMMEDIATE, Isolate, spawning
 from ._ports import ReceivePort, SendPort
 from ._wire import decode, decode_exception, encode_exception
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Generator, Iterator
     from typing import Any
 
 __all__ = ("Agent",)
@@ -186,15 +187,17 @@ class Agent[S]:
     # -- making agents ------------------------------------------------------------
 
     @staticmethod
-    def _start(
+    def _starting(
         factory: Callable[..., Any], args: tuple[Any, ...], isolation: str
-    ) -> tuple[Isolate, ReceivePort]:
+    ) -> Generator[Any, Any, tuple[Isolate, ReceivePort]]:
+        """The conversation that starts an agent's isolate (see _drive):
+        its handle and the events port, once its isolate runs."""
         check_isolation(isolation)
         if not callable(factory):
             raise TypeError(f"factory {factory!r} is not callable")
         events = ReceivePort("agent events")
         try:
-            isolate = spawn_isolate(
+            isolate = yield from spawning(
                 _agent_main,
                 (factory, args, events.send_port),
                 on_exit=events.send_port,
@@ -214,7 +217,6 @@ class Agent[S]:
         if isinstance(first, _Ready):
             return cls(isolate, first.inbox, events)
         events.close()
-        isolate.join(JOIN_SECONDS)
         if isinstance(first, _Failed):
             raise decode_exception(first.error)
         raise BrokenIsolateError("the agent's isolate exited while it was being built")
@@ -230,16 +232,38 @@ class Agent[S]:
             NotSendableError: ``factory`` or an argument cannot cross.
             BrokenIsolateError: the isolate exited before the state was built.
         """
-        isolate, events = cls._start(factory, args, isolation)
-        return cls._ready(isolate, events, events.receive())
+        isolate, events = drive(cls._starting(factory, args, isolation))
+        try:
+            first = events.receive()
+        except BaseException:  # interrupted: the agent's isolate ends with the call
+            events.close()
+            isolate.kill(IMMEDIATE)
+            isolate.join(JOIN_SECONDS)
+            raise
+        agent = cls._ready(isolate, events, first)
+        if not isinstance(first, _Ready):
+            isolate.join(JOIN_SECONDS)
+        return agent
 
     @classmethod
     async def create_async[*Ts](
         cls, factory: Callable[[*Ts], S], *args: *Ts, isolation: str = "isolated"
     ) -> Agent[S]:
-        """``create`` for asyncio."""
-        isolate, events = cls._start(factory, args, isolation)
-        return cls._ready(isolate, events, await events.receive_async())
+        """``create`` for asyncio: it never blocks the event loop."""
+        isolate, events = await drive_async(cls._starting(factory, args, isolation))
+        try:
+            first = await events.receive_async()
+        except BaseException:  # cancelled: the agent's isolate ends with the call
+            events.close()
+            isolate.kill(IMMEDIATE)
+            await isolate._wait_for_exit_async()
+            raise
+        if not isinstance(first, _Ready):
+            try:
+                return cls._ready(isolate, events, first)
+            finally:
+                await isolate._wait_for_exit_async()
+        return cls._ready(isolate, events, first)
 
     # -- what the handle knows ----------------------------------------------------
 
@@ -490,7 +514,7 @@ class Agent[S]:
         with self._lock:
             self._end("the agent was killed")
             exit_reply = self._exit_reply
-        self._isolate.kill()
+        self._isolate.kill(IMMEDIATE)
         if exit_reply is not None:
             exit_reply.close()  # an exit() waiting on it raises
         self._release()

@@ -15,7 +15,8 @@ collected. Each is a weakref whose callback is C code only:
 - ``at_collect(obj, fn, *args)`` runs Python code: the callback is
   ``SimpleQueue.put`` of the job (its ``block`` parameter takes the weakref,
   and a SimpleQueue ignores it), and a daemon thread of the main
-  interpreter, ``subiso-finalizer``, takes the jobs and runs them. In an
+  interpreter, ``subiso-finalizer`` (started by the hub), takes the jobs
+  and runs them. In an
   isolate no thread handles signals, and the job runs in the callback, as
   ``__del__`` would. A job must not reference ``obj`` (it would never be
   collected) and may run on any thread.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import _thread
 import os
-import sys
 
 # (_functools, not functools: that would cost an import in every isolate)
 from _functools import partial  # type: ignore[import-not-found]
@@ -70,13 +70,14 @@ if _backend.current_interpreter_id() == _backend.main_interpreter_id():
 
 
 def at_collect(obj: object, fn: Callable[..., object], *args: Any) -> None:
-    """Run ``fn(*args)`` once ``obj`` is collected."""
+    """Run ``fn(*args)`` once ``obj`` is collected. (It starts no thread: the
+    hub starts the finalizer's, see ``start``.)"""
     key = _next_key()
     job = (key, fn, args)
     jobs = _Service.jobs
-    if jobs is not None and (_Service.started or _start()):
+    if jobs is not None and _Service.started:
         callback: Callable[[Any], object] = partial(jobs.put, job)  # C only (see above)
-    else:  # an isolate, or the main interpreter past the start of its exit
+    else:  # an isolate, or the main interpreter before the hub or past its exit
         callback = partial(_run, job)
     _live[key] = ref(obj, callback)
 
@@ -100,29 +101,31 @@ def _run(job: _Job, _ref: object = None) -> None:
 
 
 def _serve(jobs: SimpleQueue[_Job]) -> None:
-    """The finalizer thread. Its safety net: a job that fails is reported
-    as CPython reports a failing ``__del__``, and the next one runs."""
+    """The finalizer thread, a service. Its safety net: a job that fails (a
+    cleanup of the library's own, so a fault of ours) is logged, and the
+    next one runs; nothing waits on a job."""
     while True:
         job = jobs.get()
         try:
             _run(job)
-        except BaseException as error:
-            _report(job, error)
+        except BaseException:
+            _report(job)
         del job  # (what it held goes now, not when the next one comes)
 
 
-def _report(job: _Job, error: BaseException) -> None:
+def _report(job: _Job) -> None:
     try:
-        import traceback
+        import logging
 
-        sys.stderr.write(f"Exception ignored in subiso's cleanup {job[1]!r}:\n")
-        traceback.print_exception(error, file=sys.stderr)
+        logging.getLogger("subiso").exception("a cleanup of collected objects failed: %r", job[1])
     except BaseException:
-        pass  # interpreter exit: stderr may be gone
+        pass  # interpreter exit: logging may be gone
 
 
-def _start() -> bool:
-    """Start the finalizer thread; False if threads can no longer start."""
+def start() -> bool:
+    """Start the finalizer thread (the hub thread does, as it starts: so that
+    no call on an event loop's thread starts it); False if threads can no
+    longer start."""
     import threading
 
     with _Service.starting:
@@ -143,7 +146,7 @@ def _after_fork_in_child() -> None:
     _Service.starting = _thread.allocate_lock()
     if _Service.started:
         _Service.started = False
-        _start()
+        start()
 
 
 if _Service.jobs is not None and hasattr(os, "register_at_fork"):

@@ -16,7 +16,7 @@ import threading
 from . import _hub
 from ._drive import drive, drive_async
 from ._runtime import Runtime
-from ._wire import encode, encode_exception
+from ._wire import decode, encode, encode_exception
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,26 +75,34 @@ def _handler(name: str) -> Callable[..., Any]:
     return handler
 
 
-def _run(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], reply: Any) -> None:
+def _run(body: tuple[Any, ...], reply: Any) -> None:
+    """A host worker: decode the call (user code: its arguments unpickle
+    here, never on the hub thread), run it, answer. Its safety net: whatever
+    goes wrong goes back to the caller, and the worker serves on."""
     try:
+        name, args, kwargs = decode(body)
         result = _handler(name)(*args, **kwargs)
         item = encode(("ok", result), "result")
     except BaseException as error:
-        reply.send(("err", encode_exception(error)))
+        try:
+            reply.send(("err", encode_exception(error)))
+        except BaseException:
+            import logging
+
+            logging.getLogger("subiso").exception("a host call could not answer its caller")
     else:
         reply._send_item(item)
 
 
-def serve(payload: tuple[Any, ...], reply: SendPort) -> None:
-    """Run a call from an isolate on the host pool (called on the hub thread)."""
+def serve(body: tuple[Any, ...], reply: SendPort) -> None:
+    """Hand a call from an isolate, still encoded, to the host pool (on the hub thread)."""
     global _executor
-    name, args, kwargs = payload
     with _lock:
         if _executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
             _executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="subiso-host")
-    _executor.submit(_run, name, args, kwargs, reply)
+    _executor.submit(_run, body, reply)
 
 
 def call(name: str, /, *args: Any, **kwargs: Any) -> Any:

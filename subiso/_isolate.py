@@ -14,19 +14,19 @@ and the exit port, which the thread that spawned reads (``join``).
 
 from __future__ import annotations
 
+import enum
 from time import perf_counter as _perf_counter
 from typing import NamedTuple
 
 from . import _backend, _finalize, _runtime
+from ._backend import EMPTY
 from ._drive import drive, drive_async, driven
 from ._exceptions import IsolateSpawnError, NotSendableError, PortClosedError
-from ._hub import Acquire, check_isolation, replenish
+from ._hub import Acquire, answer_item, answer_item_async, check_isolation, replenish
 from ._hub import settle as settle
 from ._ports import ReceivePort, SendPort
 from ._run import _running
 from ._runtime import (
-    BEFORE_NEXT_EVENT,
-    IMMEDIATE,
     AddErrorListener,
     AddExitListener,
     Capability,
@@ -42,6 +42,7 @@ from ._runtime import (
     request_item,
     start_item,
 )
+from ._wire import decode
 
 # A join looks again at the exit port at least this often (seconds), in case
 # the thread that saw the exit first was cut short before it said so.
@@ -53,23 +54,63 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
     from typing import Any, NoReturn
 
-__all__ = ("BEFORE_NEXT_EVENT", "IMMEDIATE", "Capability", "Isolate")
+__all__ = ("BEFORE_NEXT_EVENT", "IMMEDIATE", "Capability", "Isolate", "KillPriority")
+
+
+class KillPriority(enum.IntEnum):
+    """When a kill (or a ping) takes effect, as Dart's ``Isolate.immediate``
+    and ``Isolate.beforeNextEvent``."""
+
+    #: At once: even busy user code is stopped (a blocking C call finishes first).
+    IMMEDIATE = 0
+    #: Before the isolate's next event: the running handler, or the entry,
+    #: finishes first; what is queued after it is dropped.
+    BEFORE_NEXT_EVENT = 1
+
+
+IMMEDIATE = KillPriority.IMMEDIATE
+BEFORE_NEXT_EVENT = KillPriority.BEFORE_NEXT_EVENT
 
 
 class _SpawnNotSendableError(IsolateSpawnError, NotSendableError):
     """The entry or message of a spawn cannot cross (both kinds of error)."""
 
 
-class _Started(NamedTuple):
-    """Wait for the new isolate to say it started."""
+class _Answer(NamedTuple):
+    """Wait for the new isolate to say it started, or that it did not."""
 
     ack: ReceivePort
+    control: SendPort
 
-    def wait(self) -> Any:
-        return self.ack.receive()
+    def wait(self) -> tuple[Any, ...]:
+        return answer_item(self.ack, self.control)
 
-    async def wait_async(self) -> Any:
-        return await self.ack.receive_async()
+    async def wait_async(self) -> tuple[Any, ...]:
+        return await answer_item_async(self.ack, self.control)
+
+
+class _Exit(NamedTuple):
+    """Wait until the isolate has exited (a spawn's own handle)."""
+
+    isolate: Isolate
+
+    def wait(self) -> None:
+        self.isolate.join()
+
+    async def wait_async(self) -> None:
+        await self.isolate._wait_for_exit_async()
+
+
+def _ending(handle: Isolate) -> Generator[Any, Any]:
+    """Kill the isolate of a spawn that did not complete, and wait until it
+    has exited. A second interruption stops the wait (the kill is posted)."""
+    while True:
+        try:
+            handle.kill(IMMEDIATE)
+            break
+        except KeyboardInterrupt:
+            continue  # (if the kill was posted already, a second one is harmless)
+    yield _Exit(handle)
 
 
 # -- the Isolate handle -------------------------------------------------------
@@ -223,11 +264,16 @@ class Isolate:
             raise RuntimeError("the main isolate has no control port")
         self._control._send_item(request_item(request))
 
-    def kill(self, priority: int = IMMEDIATE) -> None:
-        """Stop the isolate: ``IMMEDIATE`` interrupts even a busy Python loop
-        (a blocking C call finishes first); ``BEFORE_NEXT_EVENT`` lets the
-        running handler finish and drops the rest."""
-        self._request(Kill(self.terminate_capability, priority))
+    def kill(self, priority: KillPriority = BEFORE_NEXT_EVENT) -> None:
+        """Stop the isolate: ``BEFORE_NEXT_EVENT`` (the default, as in Dart)
+        lets the running handler or entry finish and drops the events queued
+        after it; ``IMMEDIATE`` interrupts even a busy Python loop (a
+        blocking C call finishes first).
+
+        Raises:
+            ValueError: ``priority`` is not a ``KillPriority``.
+        """
+        self._request(Kill(self.terminate_capability, int(KillPriority(priority))))
 
     def pause(self, resume_capability: Capability | None = None) -> Capability:
         """Queue port events until ``resume(capability)``; returns the capability."""
@@ -238,9 +284,12 @@ class Isolate:
     def resume(self, capability: Capability) -> None:
         self._request(Resume(capability))
 
-    def ping(self, port: SendPort, response: Any = None, priority: int = IMMEDIATE) -> None:
-        """Send ``response`` on ``port`` from the isolate (now, or before its next event)."""
-        self._request(Ping(port, response, priority))
+    def ping(
+        self, port: SendPort, response: Any = None, priority: KillPriority = IMMEDIATE
+    ) -> None:
+        """Send ``response`` on ``port`` from the isolate: at once (from its
+        control thread), or before its next event."""
+        self._request(Ping(port, response, int(KillPriority(priority))))
 
     def add_on_exit_listener(self, port: SendPort, response: Any = None) -> None:
         self._request(AddExitListener(port, response))
@@ -297,6 +346,28 @@ class Isolate:
                 raise
         self._mark_exited()
         return True
+
+    async def _wait_for_exit_async(self) -> None:
+        """``_wait_for_exit`` for an event loop, with no timeout (a spawn's own handle)."""
+        port = self._exit_port
+        assert port is not None
+        qid = port._qid
+
+        def look() -> object:
+            return True if _backend.queue_count(qid) else EMPTY
+
+        while not _backend.queue_count(qid):
+            if self._exited:
+                return
+            try:
+                await port._receive_item_async(_EXIT_LOOK, look)
+            except TimeoutError:
+                continue
+            except PortClosedError:
+                if self._exited:
+                    return
+                raise
+        self._mark_exited()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the isolate has exited; False if ``timeout`` passed first."""
@@ -367,29 +438,38 @@ def spawning(
                     handle.pause_capability,
                     handle.terminate_capability,
                     ack.send_port,
-                    (
-                        entry,
-                        message,
-                        (paused, errors_are_fatal, on_exit, on_error, exit_response),
-                        handle._exit_port.send_port,
-                    ),
+                    handle._exit_port.send_port,
+                    (entry, message, (paused, errors_are_fatal, on_exit, on_error, exit_response)),
                 )
             )
         except NotSendableError as error:
             handle._exit_port.close()
             raise _SpawnNotSendableError(str(error)) from error
         try:
-            handle._control = yield Acquire(isolation)
-            handle._control._send_item(job)
-            started = yield _Started(ack)
-        except BaseException:
+            control = yield Acquire(isolation, debug_name if type(debug_name) is str else None)
+        except BaseException:  # no isolate was set aside for this spawn (see Acquire)
             handle._exit_port.close()
+            raise
+        handle._control = control
+        try:
+            if not control._send_item(job):
+                raise IsolateSpawnError("the isolate could not start: it ended before its work")
+            started = decode((yield _Answer(ack, control)))
+        except BaseException:
+            # Cancelled, interrupted or failed once the isolate may have its
+            # work: it ends before the error goes on (structured: nothing a
+            # spawn starts outlives it unless the spawn returns its handle).
+            try:
+                yield from _ending(handle)
+            finally:
+                handle._exit_port.close()
             raise
     replenish()
     if started[0] != "started":
         handle._exited = True
         handle._exit_port.close()
-        raise IsolateSpawnError(f"the isolate could not start: {started[1]}")
+        why = started[1] if len(started) > 1 else "it exited before its entry ran"
+        raise IsolateSpawnError(f"the isolate could not start: {why}")
     return handle
 
 

@@ -13,7 +13,7 @@ from . import _hub
 from ._drive import drive
 from ._ports import SendPort
 from ._runtime import Runtime
-from ._wire import encode_exception
+from ._wire import PLAIN, encode_exception
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,19 +51,25 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-def serve(payload: tuple[Any, ...], reply: SendPort) -> None:
-    """Answer a name request from an isolate (on the hub thread)."""
-    operation, args = payload
+def serve(body: tuple[Any, ...], reply: SendPort) -> None:
+    """Answer a name request from an isolate (on the hub thread). Its body
+    is plain (see ``_call``): nothing of the caller's is unpickled here."""
+    if body[0] != PLAIN:
+        raise TypeError("a name request must be plain")
+    operation, name, port = body[1]
+    args = (name,) if port is None else (SendPort(*port), name)
     try:
         reply.send(("ok", _OPERATIONS[operation](*args)))
-    except BaseException as error:
+    except Exception as error:
         reply.send(("err", encode_exception(error)))
 
 
-def _call(operation: str, *args: Any) -> Any:
+def _call(operation: str, name: str, port: SendPort | None = None) -> Any:
     if Runtime.current is None:
+        args = (name,) if port is None else (port, name)
         return _OPERATIONS[operation](*args)
-    return drive(_hub.asking("names", operation, args))
+    plain_port = None if port is None else (port._qid, port._wfd)
+    return drive(_hub.asking("names", operation, name, plain_port))
 
 
 def _check_name(name: object) -> str:
@@ -83,7 +89,7 @@ class IsolateNameServer:
         """Register ``port`` as ``name``; False if the name is taken (never overwrites)."""
         if not isinstance(port, SendPort):
             raise TypeError(f"expected a SendPort, not {type(port).__name__}")
-        result: bool = _call("register", port, _check_name(name))
+        result: bool = _call("register", _check_name(name), port)
         return result
 
     @staticmethod

@@ -22,7 +22,7 @@ Thread rule (who may touch what):
   once (taken under the lock). Draining may take a wake-up meant for
   another holder, so a holder that leaves while the port is closed, or
   while messages wait, wakes the others again.
-- The fd gate (``_fd_gate``): one token for the whole process. A put of an
+- The fd gate (``_fd_gate``): one token, a byte in a pipe, for the whole process. A put of an
   item that carries file descriptors holds it, and so does the last drain
   and destroy of a closed port's queue: no such item lands in between, where
   the destroy would free it with its descriptors still open.
@@ -74,7 +74,7 @@ class _Process:
     zombie_qid: int = -1
     reaper_qid: int = -1  # the reaper's queue (_reaper.py), while it runs
     reaper_wfd: int = -1
-    fd_gate: int = -1  # see _fd_gate; isolates learn it at start
+    fd_gate: tuple[int, int] = (-1, -1)  # see _fd_gate; isolates learn it at start
     # In the main interpreter: the queues posted to the reaper that may still
     # exist. The hub waits for them to be gone (see _hub.Zombie.received).
     reaping: ClassVar[set[int]] = set()
@@ -123,9 +123,10 @@ def _library[F: Callable[..., Any]](method: F) -> F:
     return protected  # type: ignore[return-value]
 
 
-def _deliver(qid: int, wfd: int, item: tuple[Any, ...], watchers: int = -1) -> None:
+def _deliver(qid: int, wfd: int, item: tuple[Any, ...], watchers: int = -1) -> bool:
     """Put ``item`` on queue ``qid`` and write its waker ``wfd``; with a
-    ``watchers`` queue, write it only if that holds a token (see _watched)."""
+    ``watchers`` queue, write it only if that holds a token (see _watched).
+    False if the port is closed (the item is dropped)."""
     # Noted before the put: an exited isolate is destroyed only once what it
     # put is received, and a kill may end this one right after the put.
     _Local.sent_to.add(qid)
@@ -133,12 +134,17 @@ def _deliver(qid: int, wfd: int, item: tuple[Any, ...], watchers: int = -1) -> N
         # Buffers change hands between the put and mark_sent: a kill must
         # not land in between, or the sender's copy closes what was sent.
         try:
-            if _put(qid, item) and _watched(watchers):
+            put = _put(qid, item)
+            if put and _watched(watchers):
                 _backend.wake(wfd)
         finally:
             _Local.unshield()  # type: ignore[misc]
-    elif _put(qid, item) and _watched(watchers):
+        return put
+    if not _put(qid, item):
+        return False
+    if _watched(watchers):
         _backend.wake(wfd)
+    return True
 
 
 def _watched(watchers: int) -> bool:
@@ -220,76 +226,109 @@ def _drain_and_destroy(qid: int) -> None:
 
 
 _gate_made = _thread.allocate_lock()
-_GATE_SECONDS = 5.0  # no holder keeps the gate for more than microseconds
-_MEND_SECONDS = 0.5  # a lost token is mended this long after the Ctrl-C
+_GATE_NOTICE_SECONDS = 5.0  # no holder keeps the gate for more than microseconds
 
 
-def _fd_gate() -> int:
-    """The process's fd gate: a queue that holds one token while nobody
-    puts an item that carries descriptors or destroys a closed port's queue.
+def _fd_gate() -> tuple[int, int]:
+    """The process's fd gate: a pipe that holds one byte, the token, while
+    nobody puts an item that carries descriptors or destroys a closed
+    port's queue.
 
     CPython frees what a destroyed queue still holds, but not the memfds
     an item names; a put that lands after the destroyer's last drain would
     leave them open for good. The main interpreter makes the gate the first
-    time it needs it; isolates and the reaper learn it at start."""
-    if _Process.fd_gate < 0:
+    time it needs it; isolates and the reaper learn it at start. (A pipe,
+    not a queue: CPython drops a queued item with the interpreter that put
+    it, and a token given back by an isolate would vanish with it.)
+
+    It never holds two tokens, and never loses its one: a holder gives the
+    token back in a ``finally``, and nothing can cut a holder short in
+    between. In an isolate a kill never lands in library code (see
+    ``Runtime._kill_callback``), and in the main thread a Ctrl-C waits until
+    the token is back (``hold_interrupts``)."""
+    if _Process.fd_gate[0] < 0:
         with _gate_made:
-            if _Process.fd_gate < 0:
-                gate = _backend.queue_create()
-                _backend.queue_put(gate, 0)
-                _Process.fd_gate = gate
+            if _Process.fd_gate[0] < 0:
+                rfd, wfd = os.pipe()
+                os.write(wfd, b"t")
+                _Process.fd_gate = (rfd, wfd)
     return _Process.fd_gate
 
 
 def _through_gate[R](step: Callable[..., R], *args: Any) -> R:
     """``step(*args)`` holding the fd gate's token."""
+    held = hold_interrupts()
     try:
         gate = _take_gate()
         try:
             return step(*args)
         finally:
-            _backend.queue_put(gate, 0)
-    except BaseException:
-        _mend_gate()  # a Ctrl-C may have cut it short with the token taken
-        raise
+            os.write(gate[1], b"t")
+    finally:
+        held.release()  # a Ctrl-C that came meanwhile is raised now
 
 
-def _take_gate() -> int:
-    """Take the fd gate's token; the gate (to give it back to)."""
+def _take_gate() -> tuple[int, int]:
+    """Take the fd gate's token, waiting while another holds it; the gate
+    (to give the token back to). Holders keep it for microseconds: one
+    that keeps it for seconds is said once, and waited for."""
     gate = _fd_gate()
-    deadline = 0.0
-    while queue_get(gate) is EMPTY:
-        if not deadline:
-            deadline = _perf_counter() + _GATE_SECONDS
-        elif _perf_counter() > deadline:  # never seen: _mend_gate could not run
-            import logging
+    if not _backend.wait_readable([gate[0]], _GATE_NOTICE_SECONDS):
+        import logging
 
-            logging.getLogger("subiso").error("the fd gate lost its token; it has a new one")
-            _backend.queue_put(gate, 0)
-            deadline = 0.0
-        _yield()
+        logging.getLogger("subiso").warning(
+            "waiting %.0f s for the fd gate, which holders keep for microseconds",
+            _GATE_NOTICE_SECONDS,
+        )
+    os.read(gate[0], 1)  # (blocks while a quicker taker holds it)
     return gate
 
 
-def _mend_gate() -> None:
-    """After an exception cut a gated step short: give the gate its token
-    back if it was lost.
+class _HeldInterrupts:
+    """Ctrl-Cs that came while the main thread held something it must give
+    back: raised by ``release``, as the handler that was there raises them."""
 
-    A Ctrl-C in the main thread can land right after the token was taken, or
-    in the ``finally`` that gives it back (deferring it around the step
-    would cost every such send from the main thread ~2.4 us). Holders keep
-    the token for microseconds, so a gate that stays empty for
-    ``_MEND_SECONDS`` has lost it. (A token added wrongly, should a holder
-    have stalled that long, only weakens the gate: never a hang.)"""
-    gate = _Process.fd_gate
-    if gate < 0:
-        return
-    deadline = _perf_counter() + _MEND_SECONDS
-    while _backend.queue_empty(gate):
-        if _perf_counter() > deadline:
-            _backend.queue_put(gate, 0)
+    __slots__ = ("caught", "previous")
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.caught: list[Any] = []
+
+    def _caught(self, signum: int, frame: Any) -> None:
+        self.caught.append(frame)
+
+    def release(self) -> None:
+        previous = self.previous
+        if previous is None:
             return
-        _yield()
+        import signal
+
+        signal.signal(signal.SIGINT, previous)
+        if self.caught:
+            previous(signal.SIGINT, self.caught[0])
+
+
+_NOTHING_HELD = _HeldInterrupts(None)
+_MAIN_THREAD = _thread._get_main_thread_ident()  # type: ignore[attr-defined]
+
+
+def hold_interrupts() -> _HeldInterrupts:
+    """In the main thread of the main interpreter: let a Ctrl-C wait until
+    ``release`` (it would otherwise land at any bytecode). Elsewhere no
+    signal handler runs, and this holds nothing."""
+    if _thread.get_ident() != _MAIN_THREAD or _Local.shield is not None:
+        return _NOTHING_HELD  # (not the main thread, or an isolate's)
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        return _NOTHING_HELD  # ignored, or the default (the OS ends the process)
+    held = _HeldInterrupts(previous)
+    try:
+        signal.signal(signal.SIGINT, held._caught)
+    except ValueError:  # not the main interpreter's main thread after all
+        return _NOTHING_HELD
+    return held
 
 
 def _prune_reaping() -> int:
@@ -346,8 +385,9 @@ class SendPort:
         """
         _deliver(self._qid, self._wfd, encode(message))
 
-    def _send_item(self, item: tuple[Any, ...]) -> None:
-        _deliver(self._qid, self._wfd, item)
+    def _send_item(self, item: tuple[Any, ...]) -> bool:
+        """Send an encoded item; False if the port is closed (it is dropped)."""
+        return _deliver(self._qid, self._wfd, item)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is SendPort and other._qid == self._qid
@@ -944,25 +984,57 @@ def _count_keepalive(change: int) -> None:
 
 
 def _report(error: BaseException) -> None:
+    """A handler's uncaught error. In an isolate, its runtime decides; on
+    the main interpreter's dispatcher thread, any error goes to
+    ``subiso.excepthook`` and the dispatcher serves on; on an asyncio loop,
+    KeyboardInterrupt and SystemExit stop the loop, as asyncio does with its
+    own callbacks."""
     if _Local.report_error is not None:
         _Local.report_error(error)
         return
-    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+    dispatcher = _Local.dispatcher
+    on_dispatcher = dispatcher is not None and dispatcher._thread == _thread.get_ident()
+    if not on_dispatcher and isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error
-    report_uncaught(error, None, False)
+    try:
+        report_uncaught(error, None, False)
+    except BaseException:  # (the hooks themselves failed: say so, serve on)
+        if not on_dispatcher:
+            raise
+        import logging
+
+        logging.getLogger("subiso").exception("a port handler's error could not be reported")
 
 
 class _Dispatcher:
-    """This interpreter's loop for listened ports when no asyncio loop runs them."""
+    """This interpreter's loop for listened ports when no asyncio loop runs them.
+
+    In an isolate it is the isolate's own event loop, turned by its thread
+    (``Runtime.serve``). In the main interpreter it runs on a daemon thread
+    of its own, ``subiso-port-dispatcher``: the main isolate's event loop
+    for ``listen`` handlers, so it runs user code by design, and nothing in
+    the library waits on it. Its safety net: a handler's uncaught error
+    (any BaseException) goes to ``subiso.excepthook`` and the loop serves
+    on; a failure of the loop itself is logged once and breaks it, and
+    later ``listen`` calls raise ``BrokenServiceError``.
+    """
 
     def __init__(self) -> None:
         self._ports: dict[int, _Port] = {}
         self._rfd, self._wfd = _backend.waker_new()
         self._started = False
+        self._thread = 0  # the ident of its own thread, in the main interpreter
         self._lock = _thread.allocate_lock()
+        self.broken: BaseException | None = None
 
     @_library
     def add(self, port: _Port) -> None:
+        if self.broken is not None:
+            from ._exceptions import BrokenServiceError
+
+            error = BrokenServiceError("port dispatcher", str(self.broken))
+            error.__cause__ = self.broken.__cause__
+            raise error
         with self._lock:
             self._ports[port._rfd] = port
         _backend.wake(self._wfd)
@@ -1019,25 +1091,48 @@ class _Dispatcher:
 
     def start_thread(self) -> None:
         """Run forever on a daemon thread (the main interpreter's loop)."""
-        if not self._started:
-            import threading
+        import threading
 
-            self._started = True
-            _backend.start_thread(
-                threading.Thread(target=self._forever, name="subiso-port-dispatcher", daemon=True)
-            )
+        self._started = True
+        _backend.start_thread(
+            threading.Thread(target=self._forever, name="subiso-port-dispatcher", daemon=True)
+        )
 
     def _forever(self) -> None:
-        while True:
-            self.run_once(None)
+        self._thread = _thread.get_ident()
+        try:
+            while True:
+                self.run_once(None)
+        except BaseException as cause:  # the safety net: the loop itself failed
+            from ._exceptions import BrokenServiceError
+
+            broken = BrokenServiceError("port dispatcher", f"{type(cause).__name__}: {cause}")
+            broken.__cause__ = cause
+            self.broken = broken
+            import logging
+
+            logging.getLogger("subiso").error(
+                "the port dispatcher failed: handlers of listened ports no longer run here",
+                exc_info=cause,
+            )
+
+
+_dispatcher_made = _thread.allocate_lock()
 
 
 def _dispatcher() -> _Dispatcher:
-    if _Local.dispatcher is None:
-        _Local.dispatcher = _Dispatcher()
-        if _backend.current_interpreter_id() == _backend.main_interpreter_id():
-            _Local.dispatcher.start_thread()
-    return _Local.dispatcher
+    """This interpreter's dispatcher, made (and in the main interpreter,
+    started) once."""
+    dispatcher = _Local.dispatcher
+    if dispatcher is None:
+        with _dispatcher_made:
+            dispatcher = _Local.dispatcher
+            if dispatcher is None:
+                dispatcher = _Dispatcher()
+                if _backend.current_interpreter_id() == _backend.main_interpreter_id():
+                    dispatcher.start_thread()
+                _Local.dispatcher = dispatcher
+    return dispatcher
 
 
 def close_all_ports() -> None:

@@ -16,11 +16,11 @@ from typing import NamedTuple, cast
 from . import _backend
 from ._drive import PAUSE, drive, drive_async
 from ._exceptions import BrokenIsolateError, IsolateSpawnError
-from ._hub import Acquire, check_isolation, replenish
+from ._hub import Acquire, answer_item, answer_item_async, check_isolation, replenish
 from ._pickling import StreamDecoder
-from ._ports import ReceivePort
+from ._ports import ReceivePort, SendPort
 from ._runtime import IMMEDIATE, Capability, Kill, Start, request_item, start_item
-from ._wire import PICKLED, decode, decode_exception
+from ._wire import PICKLED, PLAIN, decode, decode_exception, release_item
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,16 +37,17 @@ delivery_log: list[tuple[float, float]] | None = None
 
 
 class _Next(NamedTuple):
-    """Wait for the next item on the reply port."""
+    """Wait for the next item on the reply port (an exit notice if the
+    isolate is gone without one: see ``answer_item``)."""
 
     reply: ReceivePort
+    control: SendPort
 
     def wait(self) -> tuple[Any, ...]:
-        return self.reply._receive_item(None)
+        return answer_item(self.reply, self.control)
 
     async def wait_async(self) -> tuple[Any, ...]:
-        item: tuple[Any, ...] = await self.reply._receive_item_async(None)
-        return item
+        return await answer_item_async(self.reply, self.control)
 
 
 def _result(kind: str, payload: Any = None) -> Any:
@@ -78,18 +79,19 @@ def _running(
         with ReceivePort() as reply:
             terminate = Capability()
             job = start_item(
-                Start("run", debug_name, None, terminate, reply.send_port, (fn, args, kwargs))
+                Start("run", debug_name, None, terminate, reply.send_port, None, (fn, args, kwargs))
             )
-            control = yield Acquire(isolation)
+            control = yield Acquire(isolation, debug_name if type(debug_name) is str else None)
             try:
-                control._send_item(job)  # a Ctrl-C in its wake-up: the isolate has the call
-                message = decode((yield _Next(reply)))
+                if not control._send_item(job):
+                    raise BrokenIsolateError("the isolate ended before the call reached it")
+                message = decode((yield _Next(reply, control)))
                 warm = True
                 if message[0] != "stream":
                     return _result(*message)
                 decoder = StreamDecoder(message[1])
                 while not decoder.done:
-                    item = yield _Next(reply)
+                    item = yield _Next(reply, control)
                     began = _perf_counter()
                     # Unpickle the slices that are waiting, up to a turn's budget;
                     # then an event loop runs (the sync API just goes on).
@@ -108,12 +110,26 @@ def _running(
                     yield PAUSE
                 return decoder.result()
             except BaseException as error:
-                if not isinstance(error, Exception):  # Ctrl-C, a cancelled task: stop the work
+                if not isinstance(error, Exception):
+                    # Ctrl-C, a cancelled task: stop the work, and wait until
+                    # the isolate has exited before the error goes on. (A
+                    # second one stops the wait; the kill is posted.)
                     _kill(control, terminate)
+                    yield from _until_exit(reply, control)
                 raise
     finally:
         if warm:
             replenish()
+
+
+def _until_exit(reply: ReceivePort, control: SendPort) -> Generator[Any, Any]:
+    """Wait for the isolate's exit notice on the reply port; what comes
+    before it (a result it had sent already) is dropped."""
+    while True:
+        item = yield _Next(reply, control)
+        if item[0] == PLAIN and item[1] == ("exit",):
+            return
+        release_item(item)
 
 
 def _kill(control: Any, terminate: Capability) -> None:

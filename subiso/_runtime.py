@@ -14,9 +14,9 @@ An isolate's life, on the native thread that runs it:
    waiting on a queue (CPython drops such items with their interpreter).
 
 The control thread is served even while user code is busy: ``kill(IMMEDIATE)``
-raises an exception into the isolate's thread with PyThreadState_SetAsyncExc
-(which only reaches threads of the calling interpreter, hence a thread in
-here), and wakes any wait on a port. Control requests are also drained by the
+arms a ``sys.monitoring`` tool whose callback raises IsolateKilled on the
+isolate's thread at its next jump or call in user code (see ``_arm_kill``),
+and wakes any wait on a port. Control requests are also drained by the
 event loop before each port event, so a request takes effect before any port
 event that arrives after the call that made it.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 import _thread
 import sys
 from os import urandom as _urandom
-from time import sleep as _sleep
+from time import monotonic as _monotonic
 
 from . import _backend, _ports, _wire
 from ._backend import EMPTY
@@ -62,6 +62,13 @@ KILL_GRACE = 0.01
 
 # Seconds between raises into user code that swallowed the one before.
 KILL_RETRY = 0.05
+
+# sys.monitoring tool ids a kill may take, in order (0-2 are named for
+# debuggers, coverage and profilers; 6 and 7 are CPython's own).
+_KILL_TOOLS = (4, 3, 5, 2, 1, 0)
+
+# Code from here is library code, where a kill never lands.
+_LIBRARY = __file__.rpartition("/")[0] + "/"
 
 # The switch interval of an isolate once it is killed (see Runtime.kill).
 KILL_SWITCH_INTERVAL = 0.0001
@@ -118,7 +125,8 @@ class Start(Message):
     pause_cap: Capability | None
     terminate_cap: Capability | None
     notify: SendPort  # gets ("started",), the run's result, or why it did not start
-    payload: tuple[Any, ...]  # (fn, args, kwargs), or (entry, message, options, exit port)
+    exit_port: SendPort | None  # a spawn's: gets ("exit",) when the isolate exits
+    payload: tuple[Any, ...]  # (fn, args, kwargs), or (entry, message, options)
 
 
 _START = "start"  # the tag of a start command's head
@@ -136,7 +144,7 @@ def start_item(start: Start) -> tuple[Any, ...]:
     Raises:
         NotSendableError: naming the part of the payload that cannot cross.
     """
-    kind, debug_name, pause_cap, terminate_cap, notify, payload = start
+    kind, debug_name, pause_cap, terminate_cap, notify, exit_port, payload = start
     head = (
         _START,
         kind,
@@ -145,6 +153,7 @@ def start_item(start: Start) -> tuple[Any, ...]:
         None if terminate_cap is None else terminate_cap._token,
         notify._qid,
         notify._wfd,
+        None if exit_port is None else (exit_port._qid, exit_port._wfd),
     )
     body = _plain_payload(kind, payload) or encode(payload, "call" if kind == "run" else kind)
     return (MIXED, ((PLAIN, head), shareable(body)), *body[2:])
@@ -159,8 +168,8 @@ def _plain_payload(kind: str, payload: tuple[Any, ...]) -> tuple[Any, ...] | Non
         values = (*args, *kwargs.values())
         extra: tuple[Any, ...] = tuple(kwargs)
     else:
-        fn, message, (paused, fatal, on_exit, on_error, exit_response), exit_port = payload
-        values = (message, on_exit, on_error, exit_response, exit_port)
+        fn, message, (paused, fatal, on_exit, on_error, exit_response) = payload
+        values = (message, on_exit, on_error, exit_response)
         extra = (paused, fatal)
     function = plain_function(fn)
     if function is None:
@@ -187,24 +196,27 @@ def load_request(item: tuple[Any, ...]) -> object:
     """A control request from its item; a start command's payload stays
     encoded (and must be loaded with ``load_payload`` or released)."""
     if item[0] == MIXED and item[1][0][0] == PLAIN and item[1][0][1][0] == _START:
-        (_tag, kind, debug_name, pause, terminate, qid, wfd), body = item[1][0][1], item[1][1]
+        (_tag, kind, debug_name, pause, terminate, qid, wfd, exit_port) = item[1][0][1]
         return Start(
             kind,
             debug_name,
             None if pause is None else _capability(pause),
             None if terminate is None else _capability(terminate),
             SendPort(qid, wfd),
-            body,
+            None if exit_port is None else SendPort(*exit_port),
+            item[1][1],
         )
     if item[0] == PLAIN and type(item[1]) is tuple and item[1][:1] == (_KILL,):
         return Kill(_capability(item[1][1]), item[1][2])
+    if item[0] == PLAIN and type(item[1]) is tuple and item[1][:1] == (_KILL_ANY,):
+        return Kill(ANY_CAPABILITY, item[1][1])
     return decode(item)
 
 
 def load_payload(start: Start) -> tuple[Any, ...]:
-    """``(fn, args, kwargs)`` for a run, ``(entry, message, options, exit
-    port)`` for a spawn. Loading may import the caller's modules: code that
-    may fail, or block, like the call."""
+    """``(fn, args, kwargs)`` for a run, ``(entry, message, options)`` for a
+    spawn. Loading may import the caller's modules: code that may fail, or
+    block, like the call."""
     if start.payload[0] != PLAIN:
         return decode(start.payload)  # type: ignore[no-any-return]
     function, tagged, extra = start.payload[1]
@@ -213,9 +225,9 @@ def load_payload(start: Start) -> tuple[Any, ...]:
     if start.kind == "run":
         split = len(values) - len(extra)
         return fn, values[:split], dict(zip(extra, values[split:], strict=True))
-    message, on_exit, on_error, exit_response, exit_port = values
+    message, on_exit, on_error, exit_response = values
     paused, fatal = extra
-    return fn, message, (paused, fatal, on_exit, on_error, exit_response), exit_port
+    return fn, message, (paused, fatal, on_exit, on_error, exit_response)
 
 
 def release_start(start: Start) -> None:
@@ -229,6 +241,26 @@ class Kill(Message):
 
 
 _KILL = "kill"  # the tag of a kill that travels plain
+_KILL_ANY = "kill any"  # the tag of the hub's kill, which needs no capability
+
+
+class _AnyCapability:
+    """The hub's key: it kills isolates that have not been given work (a
+    spare), or all of them at process exit."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+ANY_CAPABILITY = _AnyCapability()
+
+
+def kill_any_item(priority: int) -> tuple[Any, ...]:
+    """The hub's kill, as an item for a control port."""
+    return (PLAIN, (_KILL_ANY, priority))
 
 
 def request_item(request: object) -> tuple[Any, ...]:
@@ -308,7 +340,6 @@ class Runtime:
             free_wakers_qid,
             _Process.reaper_qid,
             _Process.reaper_wfd,
-            self.ctypes_token,
             _Process.fd_gate,
         ) = params
         _Process.hub_qid = self.hub_qid
@@ -336,17 +367,12 @@ class Runtime:
         self.thread_id = _thread.get_ident()
         self.killed = False
         self.exiting = False
-        # The right to raise IsolateKilled into this isolate's thread: one
-        # item while user code runs there. Whoever pops it (the control
-        # thread to raise, the isolate's thread on leaving) owns the
-        # decision; list.pop is atomic, so no lock is held across a point
-        # where the raised exception could land (see _enter_user_code).
-        self.may_inject: list[int] = []
-        self.in_user_code = False  # only the isolate's thread reads or writes it
-        # The control thread's raises, as flags and not a lock: a raise that
-        # lands just after a lock is taken leaves it held for good.
-        self.raise_set = False  # the first raise is set
-        self.raising = False  # the control thread is setting a raise now
+        # Whether user code runs on the isolate's thread: only that thread
+        # writes it, and the kill's monitoring callback (see _arm_kill), which
+        # runs on that thread too, reads it. No other thread decides.
+        self.in_user_code = False
+        self.kill_tool: int | None = None  # the sys.monitoring tool id, once armed
+        self.last_raise = 0.0  # when the callback last raised IsolateKilled
         self.paused: dict[object, int] = {}  # by the capability that paused
         self.errors_fatal = True
         self.exit_listeners: list[tuple[SendPort, object]] = []
@@ -420,7 +446,7 @@ class Runtime:
                 self.job = request
                 self.job_ready.release()
         elif isinstance(request, Kill):
-            if request.capability == self.terminate_cap:
+            if request.capability is ANY_CAPABILITY or request.capability == self.terminate_cap:
                 self.kill(request.priority)
         elif isinstance(request, Ping):
             port, response, priority = request
@@ -455,138 +481,101 @@ class Runtime:
             self.job_ready.release()  # a spare, killed before it had work
         self.exiting = True
         if priority == IMMEDIATE and not self.killed:
-            self.killed = True  # before taking the right: see _enter_user_code
+            self.killed = True
             _backend.wake(self.interrupt[1])  # a wait on a port ends now
             self._wake_loop()  # an asyncio loop cancels its work now
             # On the isolate's own thread (a request drained before an
             # event) the loop raises next. From the control thread: code
             # waiting on a port is library code, and leaves by the interrupt
             # fd; code awaiting leaves within the grace, as the asyncio loop
-            # cancels its work; a busy loop in user code ends by the raise,
-            # at its next bytecode check.
+            # cancels its work; busy user code ends by the monitoring
+            # callback, at its next jump or call.
             if _thread.get_ident() != self.thread_id:
                 if self.isolation == "isolated":  # (a legacy one shares the main GIL)
                     # This thread shares the GIL with user code that may be
-                    # busy: each time it blocks (the grace's sleeps, a file
-                    # read while ctypes imports), getting the GIL back would
-                    # take a switch interval, 5 ms. The isolate is on its
-                    # way out: from now on it switches often.
+                    # busy: each time it blocks (the grace's sleeps), getting
+                    # the GIL back would take a switch interval, 5 ms. The
+                    # isolate is on its way out: from now on it switches often.
                     sys.setswitchinterval(KILL_SWITCH_INTERVAL)
                 if self.loop is not None:
                     self._grace()
-                if self._take_right():
-                    self._inject()
+                self._arm_kill()
         else:
             self._wake_loop()
 
     def _grace(self) -> None:
         """Give user code that awaits a moment to leave, as the asyncio loop
-        cancels its work: then no raise is needed, nor ctypes (not free to
-        import, and only one interpreter at a time may import it: see
-        _import_ctypes)."""
+        cancels its work: a raise inside asyncio's own machinery, which runs
+        as user code while the entry awaits, would leave the loop broken."""
         import time
 
         deadline = time.monotonic() + KILL_GRACE
-        while self.may_inject and time.monotonic() < deadline:
+        while self.in_user_code and time.monotonic() < deadline:
             time.sleep(0.001)
 
-    def _take_right(self) -> bool:
-        """Pop the right to raise; False if there is none (not in user code,
-        or the other thread took it first)."""
-        try:
-            self.may_inject.pop()
-        except IndexError:
-            return False
-        return True
+    # Stopping busy user code. sys.monitoring's state is per interpreter, and
+    # a tool armed from the control thread reaches the isolate's thread at
+    # its next jump (a loop) or Python call (recursion, builtins calling
+    # back): the callback runs on that thread, between its bytecodes, and
+    # raises IsolateKilled there, but only while the thread runs user code
+    # (``in_user_code``, which only that thread writes) and never at a
+    # location in subiso's own code. So no raise can land in library code,
+    # and no flag is shared between threads. User code that swallows the
+    # exception gets it again KILL_RETRY seconds later, so that its
+    # ``finally`` blocks get to run.
 
-    def _inject(self) -> None:
-        """Raise IsolateKilled in the isolate's thread, until it leaves user
-        code (only the control thread calls this, for the first kill).
-
-        A raise can be swallowed: by user code's ``except BaseException``, or
-        when it lands in a weakref callback or ``__del__``, whose errors are
-        only printed. So while the thread is still in user code, it is raised
-        again. ``raising`` is up while a raise is being set, before the
-        control thread looks at ``in_user_code``; the isolate's thread writes
-        ``in_user_code`` before it looks at ``raising``: under the GIL, a
-        thread that leaves user code either stops the next raise or waits for
-        it and withdraws it (see _leave_user_code)."""
-        import time
-
-        ctypes = self._import_ctypes()
-
-        def set_raise() -> None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.thread_id), ctypes.py_object(IsolateKilled)
-            )
-
-        self.raising = True
-        try:
-            set_raise()
-        finally:
-            self.raising = False
-            self.raise_set = True
-        next_raise = time.monotonic() + KILL_RETRY
-        while not self.stopping:
-            # Teardown, which joins this thread once user code has left,
-            # wakes the control port: no sleeping through that.
-            wait = next_raise - time.monotonic()
-            if wait > 0:
-                if _backend.wait_readable([self.ctl_rfd], wait):
-                    _backend.waker_drain(self.ctl_rfd)
-                continue
-            next_raise = time.monotonic() + KILL_RETRY
-            self.raising = True
+    def _arm_kill(self) -> None:
+        """Arm the kill's monitoring tool (on the control thread)."""
+        monitoring = sys.monitoring
+        for tool in _KILL_TOOLS:
             try:
-                if not self.in_user_code:
-                    return
-                set_raise()
-            finally:
-                self.raising = False
+                monitoring.use_tool_id(tool, "subiso kill")
+            except ValueError:  # taken, by a profiler or coverage: try the next
+                continue
+            events = monitoring.events
+            monitoring.register_callback(tool, events.JUMP, self._kill_callback)
+            monitoring.register_callback(tool, events.PY_START, self._kill_callback)
+            self.kill_tool = tool
+            monitoring.set_events(tool, events.JUMP | events.PY_START)
+            return
+        import logging
 
-    # An exception raised into a thread lands at any bytecode check, also
-    # inside `with lock:` just after the acquire (which then never releases).
-    # So entering and leaving user code takes no lock: the isolate's thread
-    # publishes the right to raise before it looks at `killed`, and the
-    # control thread sets `killed` before it takes that right. Under the GIL
-    # one of them sees the other.
-    #
-    # The raise lands at a bytecode check, and every function call is one.
-    # So `in_user_code = False` is written inline, first thing, where user
-    # code is left (never inside a called function, where a raise could land
-    # before it): once it is False, the control thread raises no more.
+        logging.getLogger("subiso").warning(
+            "isolate %s: every sys.monitoring tool id is taken, so its kill lands "
+            "only when its code next calls subiso or returns to it",
+            self.debug_name or self.ctl_qid,
+        )
 
-    def _import_ctypes(self) -> Any:
-        """ctypes, imported while this isolate holds the process's token (a
-        byte in a pipe that every isolate shares, see Hub): never while
-        another interpreter imports it. (Also when this interpreter has it:
-        another thread of it may still be importing it.)"""
-        from os import read, write
+    def _kill_callback(self, code: Any, offset: int, *rest: Any) -> Any:
+        """A jump or a call on some thread of this isolate, after the kill."""
+        if _thread.get_ident() != self.thread_id:
+            return None
+        if code.co_filename.startswith(_LIBRARY):
+            return sys.monitoring.DISABLE  # never here, whoever runs it
+        if not self.in_user_code:
+            return None
+        now = _monotonic()
+        if now - self.last_raise < KILL_RETRY:
+            return None
+        self.last_raise = now
+        raise IsolateKilled
 
-        read(self.ctypes_token[0], 1)
-        try:
-            import ctypes
-        finally:
-            write(self.ctypes_token[1], b"t")
-        return ctypes
+    def _disarm_kill(self) -> None:
+        """Give the monitoring tool back (on the isolate's thread, at teardown)."""
+        tool, self.kill_tool = self.kill_tool, None
+        if tool is None:
+            return
+        monitoring = sys.monitoring
+        monitoring.set_events(tool, 0)
+        monitoring.register_callback(tool, monitoring.events.JUMP, None)
+        monitoring.register_callback(tool, monitoring.events.PY_START, None)
+        monitoring.free_tool_id(tool)
 
     def _enter_user_code(self) -> None:
         self.in_user_code = True
-        self.may_inject.append(1)
         if self.killed:
             self.in_user_code = False
-            self._leave_user_code()
             raise IsolateKilled
-
-    def _leave_user_code(self) -> None:
-        """After ``in_user_code = False``: take back the right to raise; if
-        the control thread took it first, wait until no raise of its can
-        still be set, and withdraw a pending one (or let it land here)."""
-        if self._take_right():
-            return
-        while self.raising or not self.raise_set:  # the raise may land in here
-            _sleep(0.0001)
-        self._withdraw_raise()
 
     def _shield(self) -> bool:
         """Library code called from user code that must not be cut: leave
@@ -594,10 +583,6 @@ class Runtime:
         if not self.in_user_code or _thread.get_ident() != self.thread_id:
             return False
         self.in_user_code = False
-        try:
-            self.may_inject.pop()  # _take_right(), inlined: once per receive
-        except IndexError:
-            self._leave_user_code()  # the control thread took it: its raise may come
         return True
 
     def _run_handler(self, handler: Any, message: Any) -> object:
@@ -608,15 +593,7 @@ class Runtime:
         try:
             return handler(message)
         finally:
-            if self.in_user_code:
-                self.in_user_code = False
-                self._leave_user_code()
-
-    def _withdraw_raise(self) -> None:
-        """Clear a raise set into this thread and not landed yet, if any."""
-        ctypes = sys.modules.get("ctypes")  # imported by the raise, if one was set
-        if ctypes is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+            self.in_user_code = False
 
     def _on_interrupt(self) -> None:
         """The interrupt waker is readable: a kill, or a stray write. Wakers
@@ -691,9 +668,7 @@ class Runtime:
         try:
             result = fn(*args, **kwargs)
         finally:
-            if self.in_user_code:  # not left already (a kill raised on re-entering)
-                self.in_user_code = False
-                self._leave_user_code()
+            self.in_user_code = False
         if _is_awaitable(result):
             result = self.run_async(result)  # user code again while it runs
         return result
@@ -712,9 +687,7 @@ class Runtime:
             try:
                 return await awaitable
             finally:
-                if self.in_user_code:
-                    self.in_user_code = False
-                    self._leave_user_code()
+                self.in_user_code = False
                 self.loop = self.main_task = None
 
         try:
@@ -796,6 +769,7 @@ class Runtime:
         if paused:
             self.paused[self.pause_cap] = 1
         ack.send(("started",))
+        self.exit_listeners = [(p, r) for p, r in self.exit_listeners if p != ack]
         while self.paused and not self.exiting:  # a paused start waits for resume or kill
             self.start_gate.acquire()
         if self.exiting:
@@ -859,10 +833,14 @@ def _life(runtime: Runtime) -> None:
     if runtime.job is None:
         return
     start, runtime.job = runtime.job, None
-    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, _ = start
-    # Until the payload has loaded (a kill may stop that), the one who asked
-    # hears of an exit.
+    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, exit_port, _ = (
+        start
+    )
+    # Until a spawn has started (a kill may stop it loading), the one who
+    # asked hears of an exit; a spawn's exit port always does.
     runtime.exit_listeners.append((notify, ("exit",)))
+    if exit_port is not None:
+        runtime.exit_listeners.append((exit_port, ("exit",)))
     try:
         try:
             if len(start.payload) > 2 and start.payload[2]:
@@ -883,10 +861,9 @@ def _life(runtime: Runtime) -> None:
             fn, args, kwargs = payload
             runtime.do_run(fn, args, kwargs, notify)
         else:
-            entry, message, options, exit_port = payload
+            entry, message, options = payload
             paused, fatal, on_exit, on_error, exit_response = options
             runtime.errors_fatal = fatal
-            runtime.exit_listeners = [(exit_port, ("exit",))]
             if on_exit is not None:
                 runtime.exit_listeners.append((on_exit, exit_response))
             if on_error is not None:
@@ -905,19 +882,12 @@ def _life(runtime: Runtime) -> None:
 
 def _teardown(runtime: Runtime, control: Any) -> None:
     runtime.exiting = True
-    # The control thread stops first: only it raises into this thread, so
-    # once it has ended and a raise it set is withdrawn, none can land in
-    # the steps after. Until then a raise may land here: each wait is
-    # repeated until done.
+    # Library code from here on: the kill's callback raises nothing.
+    runtime.in_user_code = False
     runtime.stopping = True
     _backend.wake(runtime.ctl_wfd)
-    while True:
-        try:
-            control.join()
-            runtime._withdraw_raise()
-        except IsolateKilled:
-            continue
-        break
+    control.join()
+    runtime._disarm_kill()  # (the control thread, which arms it, has ended)
     _ports.close_all_ports()
     _wire.close_watched_fds()
     _drain_control(runtime)
@@ -928,6 +898,7 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     report = (
         tuple(_Local.sent_to),
         tuple(_backend.wakers_take_free()),
+        runtime.debug_name if type(runtime.debug_name) is str else None,
     )
     _backend.queue_put(runtime.report_qid, report)
 

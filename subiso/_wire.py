@@ -89,6 +89,9 @@ else:
             }
             for i, field in enumerate(fields):
                 body[field] = _Field(i, f"{name}.{field}")
+            for key, value in namespace.items():  # methods, class constants
+                if not key.startswith("__") and key not in body:
+                    body[key] = value
             return type.__new__(type, name, (tuple,), body)
 
     def _message_new(name, fields):

@@ -23,6 +23,7 @@ _PROCESS_THREADS = (
     "subiso-reaper",
     "subiso-port-dispatcher",
     "subiso-finalizer",
+    "subiso-task-callbacks",
 )
 
 
@@ -38,10 +39,11 @@ def _hub_state() -> str:
     hub = _hub.current_hub()
     if hub is None:
         return "no hub"
+    # (The hub thread's books, read from here: a snapshot for a failure's message.)
     zombies = [(z.interp, {q: _backend.queue_count(q) for q in z.waiting}) for z in hub.zombies]
     return (
         f"live={len(hub.live)} spares={len(hub.spares)} warming={len(hub.warming)} "
-        f"destroying={hub.destroying} zombies={zombies} "
+        f"ending={[e.name for e in list(hub.ending.values())]} zombies={zombies} "
         f"threads={[t.name for t in threading.enumerate()]}"
     )
 
@@ -56,7 +58,8 @@ def no_leaks():
     # others, one zombie at a time): give them the same time to end.
     deadline = time.monotonic() + SETTLE_SECONDS
     for thread in set(threading.enumerate()) - threads_before:
-        if thread.name == "subiso-isolate":
+        # (and a pool's callbacks thread, which ends after its collector)
+        if thread.name.startswith(("subiso-isolate", "subiso-callbacks-")):
             thread.join(max(0.0, deadline - time.monotonic()))
     leaked_threads = [
         t
@@ -68,7 +71,7 @@ def no_leaks():
     hub = _hub.current_hub()
     ready = 0 if hub is None else len(hub.spares)
     warming = 0 if hub is None else len(hub.warming)  # their interpreter may not exist yet
-    reaper = 0 if hub is None else 1  # the reaper's interpreter lives with the hub
+    reaper = 0 if hub is None or hub.reaper is None else 1  # (made with the first isolate)
     interpreters = len(_backend.interpreter_ids()) - reaper
     assert 1 + ready <= interpreters <= 1 + ready + warming, (
         f"interpreters left behind: {interpreters} for {ready} spares, {warming} warming"

@@ -79,6 +79,14 @@ async def async_entry(port):
     inbox.close()
 
 
+def spin():
+    """A loop that calls no Python function. (Its own function holds no
+    handler: on CPython 3.13 before 3.13.18, an exception raised at its
+    jump skips the handlers of the frame it is raised in.)"""
+    while True:
+        pass
+
+
 def busy_entry(port):
     port.send("busy")
     while True:
@@ -98,15 +106,16 @@ async def awaiting_entry(port):
 
 
 def busy_entry_telling_what_its_kill_imported(port):
-    """Loop until killed; then say which of pickle's modules were loaded by then."""
+    """Loop until killed; then say which of pickle's and ctypes' modules
+    were loaded by then."""
     import sys
 
     port.send("busy")
     try:
-        while True:
-            pass
+        spin()
     except BaseException:
-        port.send(tuple(m for m in ("_pickle", "pickle", "subiso._pickling") if m in sys.modules))
+        loaded = ("_pickle", "pickle", "subiso._pickling", "ctypes", "_ctypes")
+        port.send(tuple(m for m in loaded if m in sys.modules))
         raise
 
 
@@ -491,9 +500,10 @@ def interrupt_after_next_send(monkeypatch) -> None:
     caller = threading.get_ident()
 
     def send_then_interrupt(self, item):
-        send_item(self, item)
+        sent = send_item(self, item)
         if armed and threading.get_ident() == caller and armed.pop():
             raise KeyboardInterrupt
+        return sent
 
     monkeypatch.setattr(SendPort, "_send_item", send_then_interrupt)
 
@@ -616,3 +626,19 @@ def keep_buffers_in_a_global(_=None):
 
     KEPT.append(subiso.SharedBuffer(b"kept" * 1000))
     KEPT.append(subiso.TransferableBuffer(b"kept" * 1000))
+
+
+def _rebuilt_on():
+    """Called where the value below is unpickled: says on which thread."""
+    import threading
+
+    return threading.current_thread().name
+
+
+class SaysWhereItLoads:
+    def __reduce__(self):
+        return (_rebuilt_on, ())
+
+
+def says_where_it_loads():
+    return SaysWhereItLoads()

@@ -124,17 +124,23 @@ class OnlyInMain:
         return (_refuse_isolates, ())
 
 
+def spin() -> None:
+    """A loop that calls no Python function. (Its own function holds no
+    handler: on CPython 3.13 before 3.13.18, an exception raised at its
+    jump skips the handlers of the frame it is raised in.)"""
+    while True:
+        pass
+
+
 def swallows_the_first_kill(port: object) -> None:
     """Busy user code that swallows one kill, as `except BaseException: pass`
     does (or a weakref callback, where the raise may also land)."""
     port.send("busy")  # type: ignore[attr-defined]
     try:
-        while True:
-            pass
+        spin()
     except BaseException:
-        pass
-    while True:
-        pass
+        port.send("swallowed")  # type: ignore[attr-defined]
+    spin()
 
 
 def parks_in_a_loop(port: object) -> None:
@@ -238,3 +244,18 @@ def hooks_then_raises(port):
 
     subiso.excepthook = hook
     raise ValueError("unheard")
+
+
+def host_call_with_where_it_loads(name: str) -> object:
+    """Host-call ``name`` with a value that, unpickled, says on which thread."""
+    import helpers
+
+    import subiso
+
+    return subiso.host.call(name, helpers.SaysWhereItLoads())
+
+
+def lookup(name: str) -> object:
+    import subiso
+
+    return subiso.IsolateNameServer.lookup_port_by_name(name)

@@ -568,7 +568,7 @@ class Stress:
                 self.join_thread(killer, "the killer thread")
             self.join_isolate(iso, f"stream_kill ({mode}, {n} messages)")
             if mode == "never":
-                iso.kill()  # killing an exited isolate is harmless
+                iso.kill(subiso.IMMEDIATE)  # killing an exited isolate is harmless
             while not ended:  # what it sent before it died is all there
                 try:
                     message = port.receive(timeout=0.05)
@@ -1198,7 +1198,7 @@ class Stress:
                 inbox.send(("buffer", buffer))
                 sent_away(route)
                 if route == "killed":
-                    iso.kill()
+                    iso.kill(subiso.IMMEDIATE)
                 else:
                     _, back = port.receive(timeout=WAIT)
                     verify("relay", back.materialize())
@@ -1293,12 +1293,9 @@ class Stress:
 
     def wait_spares(self, timeout: float) -> None:
         hub = self.current_hub()
-        limit = time.monotonic() + timeout
-        while hub is not None and time.monotonic() < limit:
-            with hub.lock:
-                if len(hub.spares) >= self.hub_module.SPARES and not hub.warming:
-                    return
-            time.sleep(0.02)
+        if hub is not None:
+            hub.replenish()
+            self.hub_module.settle(timeout)  # (until the spares asked for are warm)
 
     def leaks(self, base: dict[str, object]) -> list[str]:
         """What is not back to ``base`` (empty when all is)."""
@@ -1323,6 +1320,7 @@ class Stress:
             "subiso-port-dispatcher",
             "subiso-isolate",
             "subiso-finalizer",
+            "subiso-callbacks-",  # (a pool's, which ends just after its collector)
         )
         threads = [
             t

@@ -95,7 +95,7 @@ def test_read_waiting_while_the_isolate_is_killed_raises():
             started.receive(timeout=WAIT)
         except subiso.PortClosedError:
             return  # the test failed before the read began
-        agent._isolate.kill()
+        agent._isolate.kill(subiso.IMMEDIATE)
 
     killer = threading.Thread(target=kill_once_the_read_runs)
     killer.start()
@@ -124,7 +124,7 @@ def test_read_async_waiting_while_the_isolate_is_killed_raises():
             )
             try:
                 await started.receive_async(timeout=WAIT)
-                agent._isolate.kill()
+                agent._isolate.kill(subiso.IMMEDIATE)
                 with pytest.raises(subiso.BrokenIsolateError):
                     await asyncio.wait_for(read, WAIT)
             finally:
@@ -163,7 +163,7 @@ def test_a_read_that_breaks_the_loop_fails():
 
 def test_exit_on_a_dead_agent_raises_at_once():
     agent = subiso.Agent.create(helpers.counter_factory)
-    agent._isolate.kill()
+    agent._isolate.kill(subiso.IMMEDIATE)
     assert agent._isolate.join(WAIT)
     with pytest.raises(subiso.BrokenIsolateError):
         agent.exit(timeout=WAIT)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import enum
 
 import helpers
+import pytest
 
 import subiso
 
@@ -105,13 +106,22 @@ def test_errors_not_fatal_keep_the_isolate_serving():
         errors.close()
 
 
-def test_kill_before_next_event_lets_the_handler_finish():
+@pytest.mark.parametrize(
+    "kill",
+    [
+        lambda iso: iso.kill(subiso.BEFORE_NEXT_EVENT),
+        lambda iso: iso.kill(),  # the default, as in Dart
+        lambda iso: iso.kill(subiso.Isolate.BEFORE_NEXT_EVENT),
+    ],
+    ids=["explicit", "default", "on Isolate"],
+)
+def test_kill_before_next_event_lets_the_handler_finish(kill):
     port, iso, inbox = _start(helpers.slow_handler_entry)
     try:
         inbox.send("first")
         started, gate = port.receive(timeout=T)  # the handler now waits on its gate
         assert started == "started"
-        iso.kill(subiso.BEFORE_NEXT_EVENT)
+        kill(iso)
         inbox.send("second")  # never handled: the kill comes first
         gate.send("go")
         assert port.receive(timeout=T) == ("finished", "first")
@@ -125,12 +135,12 @@ def test_kill_needs_the_terminate_capability():
     port, iso, _inbox = _start(helpers.pausable_entry)
     try:
         stranger = subiso.Isolate(iso.control_port)  # no capabilities
-        stranger.kill()
+        stranger.kill(subiso.IMMEDIATE)
         iso.ping(port.send_port, "alive")
         assert port.receive(timeout=T) == "alive"
         assert iso.is_alive()
     finally:
-        iso.kill()
+        iso.kill(subiso.IMMEDIATE)
         assert iso.join(T)
         port.close()
 
@@ -139,7 +149,7 @@ def test_a_kill_cancels_an_awaiting_async_entry_rather_than_raising_into_it():
     with subiso.ReceivePort() as port:
         iso = subiso.Isolate.spawn(helpers.awaiting_entry, port.send_port)
         assert port.receive(timeout=T) == "awaiting"
-        iso.kill()
+        iso.kill(subiso.IMMEDIATE)
         assert port.receive(timeout=T) == "cancelled"
         assert iso.join(T)
 
@@ -152,7 +162,7 @@ def test_a_kill_loads_in_the_isolate_without_pickle():
             helpers.busy_entry_telling_what_its_kill_imported, port.send_port
         )
         assert port.receive(timeout=T) == "busy"
-        iso.kill()
+        iso.kill(subiso.IMMEDIATE)
         assert port.receive(timeout=T) == ()
         assert iso.join(T)
 
@@ -162,28 +172,44 @@ def test_handles_travel_and_join():
     try:
         travelled = subiso.run(lambda handle: handle, iso)
         assert travelled == iso and travelled.terminate_capability == iso.terminate_capability
-        travelled.kill()
+        travelled.kill(subiso.IMMEDIATE)
         assert travelled.join(T)
         assert iso.join(T)
     finally:
         port.close()
 
 
-def test_a_kill_imports_ctypes_only_while_no_other_interpreter_does():
-    """Killing a busy loop imports ctypes in the isolate; two such imports
-    at once in two interpreters crashed CPython 3.13.0 or hung it. An
-    isolate imports it only while it holds the process's one token."""
-    from subiso import _hub
-
-    token = _hub.current_hub().ctypes_token
+def test_a_kill_of_a_busy_loop_lands_by_monitoring_not_ctypes():
+    """A kill arms a sys.monitoring tool in the isolate, whose callback
+    raises on the isolate's own thread: ctypes is never imported (two
+    imports at once in two interpreters crashed CPython 3.13.0), and the
+    tool is given back at exit."""
     with subiso.ReceivePort() as port:
-        iso = subiso.Isolate.spawn(helpers.busy_entry, port.send_port)
-        assert port.receive(timeout=T) == "busy"
-        os.read(token[0], 1)  # as if another interpreter were importing ctypes
-        try:
-            iso.kill()
-            # The kill waits for the token: the loop cannot end without it.
-            assert not iso.join(0.5)
-        finally:
-            os.write(token[1], b"t")
+        isolates = [
+            subiso.Isolate.spawn(helpers.busy_entry_telling_what_its_kill_imported, port.send_port)
+            for _ in range(2)
+        ]
+        assert [port.receive(timeout=T) for _ in isolates] == ["busy", "busy"]
+        for iso in isolates:
+            iso.kill(subiso.IMMEDIATE)
+        assert [port.receive(timeout=T) for _ in isolates] == [(), ()]
+        for iso in isolates:
+            assert iso.join(T)
+
+
+def test_kill_priorities_are_an_enum_exported_three_ways():
+    assert issubclass(subiso.KillPriority, enum.IntEnum)
+    assert [p.name for p in subiso.KillPriority] == ["IMMEDIATE", "BEFORE_NEXT_EVENT"]
+    assert subiso.IMMEDIATE is subiso.KillPriority.IMMEDIATE is subiso.Isolate.IMMEDIATE
+    assert subiso.BEFORE_NEXT_EVENT is subiso.KillPriority.BEFORE_NEXT_EVENT
+    assert subiso.Isolate.BEFORE_NEXT_EVENT is subiso.BEFORE_NEXT_EVENT
+    assert (subiso.IMMEDIATE, subiso.BEFORE_NEXT_EVENT) == (0, 1)  # Dart's values
+    port, iso, _inbox = _start(helpers.pausable_entry)
+    try:
+        with pytest.raises(ValueError):
+            iso.kill(7)
+        assert iso.is_alive()
+    finally:
+        iso.kill(subiso.IMMEDIATE)
         assert iso.join(T)
+        port.close()

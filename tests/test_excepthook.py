@@ -81,3 +81,63 @@ def test_a_hook_that_raises_falls_back_to_sys_excepthook(monkeypatch):
     _raise_in_a_handler()
     assert reported.wait(T)
     assert [str(e) for e in fallback] == ["the hook broke"]
+
+
+def test_a_handler_that_raises_system_exit_or_ctrl_c_leaves_the_dispatcher_serving(monkeypatch):
+    """On the main interpreter's dispatcher thread, any error of a handler
+    goes to the hook (the thread used to end, and every listened port with
+    it, without a word)."""
+    seen = []
+    hook = lambda args: seen.append(args.exc_type)  # noqa: E731
+    monkeypatch.setattr(subiso, "excepthook", hook, raising=False)
+    handled = threading.Event()
+    raised = iter([SystemExit(1), KeyboardInterrupt(), None])
+
+    def handler(message):
+        error = next(raised)
+        if error is not None:
+            raise error
+        handled.set()
+
+    with subiso.ReceivePort() as port, subiso.ReceivePort() as other:
+        port.listen(handler)
+        for i in range(3):
+            port.send_port.send(i)
+        assert handled.wait(T)
+        later = threading.Event()
+        other.listen(lambda message: later.set())  # and the other ports are served too
+        other.send_port.send("x")
+        assert later.wait(T)
+    assert seen == [SystemExit, KeyboardInterrupt]
+
+
+ONE_DISPATCHER_SCRIPT = """
+import threading, subiso
+
+ports = [subiso.ReceivePort() for _ in range(8)]
+go = threading.Barrier(len(ports))
+
+def listen(port):
+    go.wait(30)
+    port.listen(print)
+
+threads = [threading.Thread(target=listen, args=(port,)) for port in ports]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(30)
+print(sum(t.name == "subiso-port-dispatcher" for t in threading.enumerate()))
+for port in ports:
+    port.close()
+"""
+
+
+def test_concurrent_first_listens_make_one_dispatcher():
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        command = [sys.executable, "-c", ONE_DISPATCHER_SCRIPT]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "1", result.stdout

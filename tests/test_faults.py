@@ -24,7 +24,7 @@ def test_killed_while_sending_leaves_a_usable_port():
         iso = subiso.Isolate.spawn(helpers.stream_forever, port.send_port)
         first = [port.receive(timeout=T) for _ in range(100)]
         assert first == list(range(100))
-        iso.kill()
+        iso.kill(subiso.IMMEDIATE)
         assert iso.join(T)
         rest = []
         while (item := port._poll_item()) is not _backend.EMPTY:
@@ -38,7 +38,7 @@ def test_killed_while_receiving():
     with subiso.ReceivePort() as port:
         iso = subiso.Isolate.spawn(helpers.receive_forever, port.send_port)
         inbox = port.receive(timeout=T)
-        iso.kill()
+        iso.kill(subiso.IMMEDIATE)
         assert iso.join(T)
         inbox.send("dropped")  # the port is gone: dropped silently
 
@@ -89,7 +89,7 @@ def test_every_kill_ends_the_isolate(entry):
         with subiso.ReceivePort() as port:
             iso = subiso.Isolate.spawn(entry, port.send_port)
             port.receive(timeout=T)
-            iso.kill()
+            iso.kill(subiso.IMMEDIATE)
             assert iso.join(T)
 
 
@@ -154,7 +154,7 @@ def _interrupt_the_first_kill(monkeypatch) -> list[Kill]:
             if isinstance(request, Kill):
                 interrupted.append(request)
                 raise KeyboardInterrupt
-        send_item(self, item)
+        return send_item(self, item)
 
     monkeypatch.setattr(SendPort, "_send_item", send_interrupted_once)
     return interrupted
@@ -170,7 +170,7 @@ def _pool_must_end(pool):
         if not left.wait(T):
             hung.append(True)
             for worker in list(pool._core.workers.values()):
-                worker.isolate.kill()
+                worker.isolate.kill(subiso.IMMEDIATE)
 
     guard = threading.Thread(target=watchdog)
     guard.start()
@@ -309,7 +309,7 @@ def test_thousand_live_isolates():
             isolates.append(subiso.Isolate.spawn(helpers.pausable_entry, port.send_port))
             port.receive(timeout=T)
         for iso in isolates:
-            iso.kill()
+            iso.kill(subiso.IMMEDIATE)
         for iso in isolates:
             assert iso.join(T)
 

@@ -134,8 +134,7 @@ def test_an_exited_isolate_is_destroyed_while_its_port_stays_busy():
         while not gone and time.monotonic() < deadline:
             port.send_port.send("ours")
             port.receive(timeout=T)  # the port never empties
-            with hub.changed:
-                gone = hub.changed.wait_for(lambda: not hub.zombies, 0.01)
+            gone = hub.settle(0.01)
         assert gone, "the exited isolate stayed a zombie behind a busy port"
 
 

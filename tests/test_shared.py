@@ -8,6 +8,8 @@ import io
 import mmap
 import os
 import pickle
+import signal
+import threading
 
 import helpers
 import pytest
@@ -167,7 +169,7 @@ def test_a_receiver_killed_while_holding_one_frees_it(baseline):
         del buffer  # only the isolate holds it now
         gc.collect()
         assert helpers.open_fds(MEMFD) >= 1
-        iso.kill()
+        iso.kill(subiso.IMMEDIATE)
         assert iso.join(T)
 
 
@@ -196,34 +198,91 @@ def test_one_sent_as_its_port_closes_is_freed(baseline):
     assert helpers.open_fds(MEMFD) == 0
 
 
-def test_a_token_the_fd_gate_lost_to_a_ctrl_c_is_given_back(baseline, monkeypatch):
-    from subiso import _backend, _ports
+def _tokens(gate):
+    """How many tokens the fd gate holds (bytes in its pipe), once the
+    reaper, which takes it to destroy queues, has nothing left to do."""
+    import array
+    import fcntl
+    import termios
+
+    assert _hub.settle(T)
+    count = array.array("i", [0])
+    fcntl.ioctl(gate[0], termios.FIONREAD, count)
+    return count[0]
+
+
+def test_the_fd_gate_gives_its_token_back_once_whatever_cuts_a_step_short(
+    baseline, monkeypatch, ctrl_c
+):
+    from subiso import _ports
 
     gate = _ports._fd_gate()
     buffer = subiso.SharedBuffer(b"gate" * 1000)
-
-    def interrupted(qid, item):
-        assert _backend.queue_empty(gate)  # the step holds the token
-        raise KeyboardInterrupt
-
+    put_now = _ports._put_now
+    main = threading.main_thread().ident
     with subiso.ReceivePort() as port:
+
+        def failing(qid, item):
+            raise OSError("the put failed")
+
+        monkeypatch.setattr(_ports, "_put_now", failing)
+        with pytest.raises(OSError):
+            port.send_port.send(buffer)
+        assert _tokens(gate) == 1  # given back, and once
+
+        def interrupted(qid, item):
+            signal.pthread_kill(main, signal.SIGINT)  # a Ctrl-C as the token is held
+            return put_now(qid, item)
+
         monkeypatch.setattr(_ports, "_put_now", interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):  # raised once the token is back
             port.send_port.send(buffer)
         monkeypatch.undo()
-        assert _backend.queue_count(gate) == 1  # given back, and once
-        # As if the Ctrl-C had landed after the take, before the finally:
-        assert _backend.queue_get(gate) == 0
-        monkeypatch.setattr(_ports, "_MEND_SECONDS", 0.01)
-        _ports._mend_gate()
-        assert _backend.queue_count(gate) == 1
-        # Lost for good (no mend ran): the next taker makes a new one.
-        assert _backend.queue_get(gate) == 0
-        monkeypatch.setattr(_ports, "_GATE_SECONDS", 0.01)
-        port.send_port.send(buffer)
-        assert port.receive(timeout=T) == buffer
-        assert _backend.queue_count(gate) == 1
+        assert _tokens(gate) == 1
+        assert port.receive(timeout=T) == buffer  # the send was done
     del buffer
+
+
+def test_the_fd_gate_waits_for_a_slow_holder_and_never_holds_two_tokens(
+    baseline, monkeypatch, ctrl_c
+):
+    """A holder slower than any guess (here another thread holding the
+    token on purpose) is waited for, also through a Ctrl-C: the gate used
+    to "mend" a token it thought lost after 0.5 s, and then held two."""
+    from subiso import _backend, _ports
+
+    gate = _ports._fd_gate()
+    buffer = subiso.SharedBuffer(b"slow" * 1000)
+    waiting = threading.Event()
+    wait_readable = _backend.wait_readable
+
+    def noted_wait(fds, timeout):
+        if gate[0] in fds:
+            waiting.set()  # the sender waits for the token
+        return wait_readable(fds, timeout)
+
+    def slow_holder():
+        taken = _ports._take_gate()
+        held.set()
+        assert waiting.wait(T)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        threading.Event().wait(0.7)  # slower than the old mend, on purpose
+        os.write(taken[1], b"t")
+
+    held = threading.Event()
+    holder = threading.Thread(target=slow_holder)
+    holder.start()
+    assert held.wait(T)
+    monkeypatch.setattr(_backend, "wait_readable", noted_wait)
+    try:
+        with subiso.ReceivePort() as port:
+            with pytest.raises(KeyboardInterrupt):
+                port.send_port.send(buffer)
+            assert port.receive(timeout=T) == buffer
+    finally:
+        holder.join(T)
+    del buffer
+    assert _tokens(gate) == 1
 
 
 def test_a_thousand_churned_buffers_leave_nothing(baseline):

@@ -129,34 +129,27 @@ SPARE_SCRIPT = textwrap.dedent(
     from subiso import _hub
 
     start = threading.Thread.start
-    held = threading.Event()
+    leaving = threading.Event()
+    threading._register_atexit(leaving.set)  # (runs before the hub's own exit hook)
 
     def start_when_exit_began(thread):
         # The first spare's thread starts only once the process is leaving.
-        if thread.name == "subiso-spare" and not held.is_set():
-            held.set()
-            hub = _hub.current_hub()
-            for _ in range(2000):
-                if hub.closing:
-                    break
-                threading.Event().wait(0.005)
-            else:
+        if thread.name == "subiso-spare" and not leaving.is_set():
+            if not leaving.wait(30):
                 raise AssertionError("the process never began to leave")
         start(thread)
 
     threading.Thread.start = start_when_exit_began
     assert subiso.run(len, "ab") == 2  # then the hub warms spares
-    assert held.wait(30)
     print("leaving", flush=True)
     """
 )
 
 
 def test_exit_while_a_spare_is_being_started_is_clean():
-    """The hub thread had put a spare in its books and not yet started its
-    thread when the process began to leave: exit tried to join a thread
-    that had not started, left it to start during finalization, and
-    crashed (seen on 3.14)."""
+    """The hub thread was starting a spare's thread as the process began
+    to leave: exit must kill and join it too (it used to try to join a
+    thread that had not started, and crashed, seen on 3.14)."""
     result = subprocess.run(
         [sys.executable, "-c", SPARE_SCRIPT], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
@@ -328,9 +321,68 @@ def test_library_threads_leave_ctrl_c_to_the_main_thread():
     every library thread, isolates included, blocks it."""
     with subiso.Pool(1) as pool:
         isolate_thread = pool.submit(threading.get_native_id).result(T)
-        library = [t for t in threading.enumerate() if t.name.startswith("subiso")]
+        library = [
+            t
+            for t in threading.enumerate()
+            if t.name.startswith("subiso") and t.native_id is not None  # (not one starting now)
+        ]
         assert {t.name.split("-")[1] for t in library} >= {"hub", "pool", "reaper"}
         for thread in library:
             assert signal.SIGINT in _blocked_signals(thread.native_id), thread.name
         assert signal.SIGINT in _blocked_signals(isolate_thread)
     assert signal.SIGINT not in _blocked_signals(threading.get_native_id())
+
+
+BLOCKED_SCRIPT = textwrap.dedent(
+    """
+    import os, time, subiso
+    from subiso import _hub
+
+    _hub.EXIT_NOTICE_SECONDS = 0.1  # exit says soon what it waits for
+
+    def sleeps(port):
+        port.send("asleep")
+        time.sleep(60)  # one blocking C call: no kill ends it
+
+    port = subiso.ReceivePort()
+    iso = subiso.Isolate.spawn(sleeps, port.send_port, debug_name="sleeper")
+    assert port.receive(timeout=30) == "asleep"
+    print("joining", flush=True)
+    iso.join()
+    """
+)
+
+
+def test_a_second_ctrl_c_ends_the_process_while_an_isolate_blocks_in_a_c_call():
+    """The first Ctrl-C ends the program, and exit waits for the isolate,
+    which a blocking C call keeps alive; the second ends the process at
+    once, as an unhandled Ctrl-C does, naming what it leaves behind (it
+    used to wait for the call, 60 s here)."""
+    with subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "-c", BLOCKED_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as child:
+        try:
+            assert child.stdout.readline() == "joining\n"
+            child.send_signal(signal.SIGINT)
+            said = []
+            while not any("exit waits for isolates" in line for line in said):  # exit waits
+                line = child.stderr.readline()
+                assert line, "".join(said)
+                said.append(line)
+            child.send_signal(signal.SIGINT)
+            began = time.monotonic()
+            _, rest = child.communicate(timeout=30)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                child.communicate()
+    stderr = "".join(said) + rest
+    assert time.monotonic() - began < 20, stderr
+    assert child.returncode == -signal.SIGINT, stderr
+    assert "Fatal Python error" not in stderr, stderr
+    assert "KeyboardInterrupt" in stderr, stderr  # the program ended in the first
+    assert "a second Ctrl-C while exiting" in stderr and "sleeper" in stderr, stderr
