@@ -47,20 +47,18 @@ import heapq
 import itertools
 import logging
 import os
-import signal
 import threading
 import time
 from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from . import _backend, _finalize, _hub
 from ._backend import EMPTY
 from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError, PortClosedError
 from ._hub import check_isolation
-from ._isolate import Isolate, spawn_isolate
-from ._ports import ReceivePort, SendPort
-from ._runtime import IMMEDIATE
+from ._isolate import IMMEDIATE, Isolate, spawn_isolate
+from ._ports import ReceivePort, SendPort, hold_interrupts
 from ._wire import (
     PLAIN,
     by_reference,
@@ -82,7 +80,6 @@ if TYPE_CHECKING:
 __all__ = ("Pool", "PoolStats", "Priority", "Task")
 
 _log = logging.getLogger("subiso")
-_MAIN_THREAD = threading.main_thread().ident
 
 # The pools whose collector still runs. At interpreter exit each is shut down
 # and waited for, as concurrent.futures does with its executors: queued and
@@ -100,6 +97,7 @@ def _at_exit() -> None:
             core.stop_and_wait()
         else:
             core.shutdown(wait=True, cancel_futures=False)
+
 
 
 _hub.before_exit.append(_at_exit)
@@ -122,6 +120,9 @@ def _give_back(lock: Any) -> None:
 
 
 _REPLACED = "the pool isolate %s %s; a new one replaces it"  # logged
+
+# Names pools without a debug name: Pool-1, Pool-2, ... (their isolates: Pool-1-0, ...)
+_POOL_NUMBERS = itertools.count(1)
 
 
 class Priority(enum.IntEnum):
@@ -169,12 +170,40 @@ class Task[T](Future[T]):
     def result(self, timeout: float | None = None) -> T:
         if not self.done():
             timeout = self._pool.wait_for(self, timeout)
-        return super().result(timeout)
+        try:
+            value: Any = super().result(timeout)
+        except _EncodedError as encoded:
+            error = encoded.load()
+        else:
+            if type(value) is _Encoded:
+                return cast("T", value.load())
+            return cast("T", value)
+        raise error  # (outside the handler: no "during handling" context)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.done():
             timeout = self._pool.wait_for(self, timeout)
-        return super().exception(timeout)
+        error = super().exception(timeout)
+        if type(error) is _EncodedError:
+            return error.load()
+        if error is None:
+            value: Any = super().result(0)
+            if type(value) is _Encoded:
+                try:
+                    value.load()
+                except BaseException as failure:  # a result that cannot load here
+                    return failure
+        return error
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        """As ``Future.add_done_callback``; but a callback never runs on the
+        pool's collector thread, a service: when the collector ends the
+        task, callbacks run on ``subiso-task-callbacks`` (asyncio's own
+        hand-over to an event loop excepted, which only posts)."""
+        if getattr(fn, "__module__", None) == "asyncio.futures":  # wrap_future's
+            super().add_done_callback(fn)
+        else:
+            super().add_done_callback(_OffServiceThreads(fn))
 
     def cancel(self) -> bool:
         if super().cancel():
@@ -230,10 +259,10 @@ class _Ready(NamedTuple):
 
 
 class _InitFailed(NamedTuple):
-    """A worker's initializer raised ``error``; the worker ends."""
+    """A worker's initializer raised; the worker ends."""
 
     worker: int
-    error: BaseException
+    error: str  # "TypeName: message"
 
 
 class _Exited(NamedTuple):
@@ -294,7 +323,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     """The loop each pool isolate runs."""
     results, index, initializer, initargs, watchers = config
     from ._ports import ReceivePort, _deliver, _Local
-    from ._runtime import _is_awaitable
+    from ._runtime import IsolateKilled, _is_awaitable, _IsolateExit
     from ._wire import PLAIN, encode, encode_exception, load_owning
 
     if initializer is not None:
@@ -338,12 +367,17 @@ def _worker_main(config: tuple[Any, ...]) -> None:
 
                 result = asyncio.run(result)
             encoded = encode(result, "result")
+            # A map batch says how many of its calls failed: stats() counts
+            # them without unpickling its outcomes.
+            failed = sum(1 for o in result if o[0] == "err") if fn is _run_batch else 0
             if encoded[0] == PLAIN:
-                item = (PLAIN, (_VALUE, index, result))
+                item = (PLAIN, (_VALUE, index, result, failed))
             else:  # the file descriptors and buffers it carries ride on the outer item
-                item = (PLAIN, (_PICKLED, index, shareable(encoded)), *encoded[2:])
-        except Exception as error:
-            item = (PLAIN, (_ERROR, index, encode_exception(error)))
+                item = (PLAIN, (_PICKLED, index, shareable(encoded), failed), *encoded[2:])
+        except (IsolateKilled, _IsolateExit):
+            raise  # the isolate ends: the task fails with BrokenIsolateError
+        except BaseException as error:  # SystemExit too, as a process pool delivers it
+            item = (PLAIN, (_ERROR, index, encode_exception(error), 0))
         _deliver(results._qid, results._wfd, item, watchers)  # (see _Core.watchers)
     inbox.close()
 
@@ -372,13 +406,16 @@ def _load_task(
 
 def _run_batch(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Run several map calls in one task; each call's outcome is its own."""
+    from ._runtime import IsolateKilled, _IsolateExit
     from ._wire import encode_exception
 
     outcomes: list[tuple[Any, ...]] = []
     for args in calls:
         try:
             outcomes.append(("ok", fn(*args)))
-        except Exception as error:
+        except (IsolateKilled, _IsolateExit):
+            raise
+        except BaseException as error:  # SystemExit too: that call's exception
             outcomes.append(("err", encode_exception(error)))
     return outcomes
 
@@ -551,6 +588,137 @@ def _again(error: BrokenIsolateError) -> BrokenIsolateError:
     return again
 
 
+class _Encoded:
+    """A task's result as its worker sent it, decoded by the first thread
+    that asks for it (never the collector: unpickling may run anything)."""
+
+    __slots__ = ("_error", "_item", "_loaded", "_lock", "_value")
+
+    def __init__(self, item: tuple[Any, ...]) -> None:
+        self._item = item
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def load(self) -> Any:
+        """The result; or raise why it cannot load here (the same error each time)."""
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    try:
+                        self._value = decode(self._item)
+                    except BaseException as error:  # the task's own fault
+                        self._error = _result_error(error)
+                    self._item = None  # type: ignore[assignment]
+                    self._loaded = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _EncodedError(Exception):
+    """A task's exception as its worker sent it (``encode_exception``),
+    decoded by the first thread that asks for it."""
+
+    def __init__(self, payload: tuple[Any, ...]) -> None:
+        super().__init__(payload[0])
+        self._payload: tuple[Any, ...] | None = payload
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+
+    def load(self) -> BaseException:
+        """The remote exception, as itself when it loads here (the same object each time)."""
+        if self._error is None:
+            with self._lock:
+                if self._error is None:
+                    assert self._payload is not None
+                    self._error = decode_exception(self._payload)
+                    self._payload = None
+        return self._error
+
+
+class _OffServiceThreads:
+    """A done-callback of a Task: run where the task ends, unless that is a
+    service thread (the pool's collector), which hands it to the pool's
+    callbacks thread instead."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+
+    def __call__(self, future: Any) -> None:
+        if getattr(_on_service_thread, "active", False):
+            future._pool.callbacks.post(self.fn, future)
+        else:
+            self.fn(future)
+
+
+# Set on the threads that are services (the collectors): they run no user code.
+_on_service_thread = threading.local()
+
+
+class _TaskCallbacks:
+    """``subiso-callbacks-<pool>``: the thread that runs the done-callbacks of
+    the pool's tasks that its collector ended, in order, as a process pool's
+    manager thread runs its executor's. It runs user code, so it is no
+    service: nothing of the library waits on it (but ``shutdown(wait=True)``,
+    which waits for the callbacks as a process pool does), and a callback
+    that blocks holds up only the callbacks behind it. Its safety net is the
+    Future's own: a callback's error is logged (to ``concurrent.futures``,
+    as there) and the next runs. Started by the first callback posted, it
+    ends once the collector has ended and what was posted has run."""
+
+    _END: Any = object()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.jobs: collections.deque[tuple[Any, Any]] = collections.deque()
+        self.ready = threading.Condition(threading.Lock())
+        self.thread: threading.Thread | None = None
+        self.closed = False
+
+    def post(self, fn: Callable[[Any], object], future: Any) -> None:
+        with self.ready:
+            self.jobs.append((fn, future))
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._serve, name=f"subiso-callbacks-{self.name}", daemon=True
+                )
+                _backend.start_thread(self.thread)
+            self.ready.notify()
+
+    def close(self) -> None:
+        """No more callbacks come (the collector has ended)."""
+        with self.ready:
+            self.closed = True
+            if self.thread is not None:
+                self.jobs.append((self._END, None))
+                self.ready.notify()
+
+    def join(self, timeout: float | None) -> None:
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _serve(self) -> None:
+        while True:
+            with self.ready:
+                while not self.jobs:
+                    self.ready.wait()
+                fn, future = self.jobs.popleft()
+            if fn is self._END:
+                return
+            try:
+                fn(future)
+            except BaseException:
+                logging.getLogger("concurrent.futures").exception(
+                    "exception calling callback for %r", future
+                )
+            del fn, future
+
+
 def _end(task: Task[Any], error: BaseException | None, value: Any = None) -> None:
     """Complete ``task``; its done-callbacks run here, so never under a lock."""
     try:
@@ -625,6 +793,7 @@ class _Core:
         _backend.queue_put(self.watchers, None)  # the collector's
         self.collector_ended = False
         self.thread: threading.Thread | None = None
+        self.callbacks = _TaskCallbacks(name)  # the done-callbacks the collector hands on
 
     def start(self, pool: Pool, size: int) -> None:
         """Start ``size`` isolates, then the collector (nothing holds ``pool``)."""
@@ -737,9 +906,8 @@ class _Core:
             if task.cancelled() or task.cancel():  # (counted once, by Task.cancel)
                 task.set_running_or_notify_cancel()  # dequeued: wait() hears it now
         if wait and self.thread is not None and self.thread is not threading.current_thread():
-            # (Not from a done-callback on the collector: it cannot wait for
-            # itself.) A join is one call into C: a Ctrl-C cannot leave it
-            # half done, as it can a Condition's wait.
+            # A join is one call into C: a Ctrl-C cannot leave it half done,
+            # as it can a Condition's wait.
             while not self._join(_REKILL_SECONDS):
                 # A Ctrl-C can land between marking a worker killed and
                 # posting its kill (Task.cancel): post it again, or this
@@ -748,6 +916,10 @@ class _Core:
                     killed = [w for w in self.workers.values() if w.killed]
                 for worker in killed:
                     worker.isolate.kill(IMMEDIATE)
+            # And the done-callbacks of the tasks that ended, as a process
+            # pool's shutdown waits for its manager thread (not from one of
+            # them: it cannot wait for itself).
+            self.callbacks.join(None)
 
     def stop_and_wait(self) -> None:
         """What a Ctrl-C does (leaving a Pool's block, or the program): stop
@@ -859,25 +1031,11 @@ class _Core:
         In the main thread a Ctrl-C waits until what was taken is handed
         over: landing in between, it would lose a result for good.
         """
-        if threading.get_ident() != _MAIN_THREAD:
-            self._take_all()
-            return
-        previous = signal.getsignal(signal.SIGINT)
-        if not callable(previous):
-            self._take_all()
-            return
-        caught: list[Any] = []
-        try:
-            signal.signal(signal.SIGINT, lambda _, frame: caught.append(frame))
-        except ValueError:  # the main thread of an isolate: no signal reaches it
-            self._take_all()
-            return
+        held = hold_interrupts()
         try:
             self._take_all()
         finally:
-            signal.signal(signal.SIGINT, previous)
-        if caught:
-            previous(signal.SIGINT, caught[0])
+            held.release()
 
     def _take_all(self) -> None:
         outcomes: _Outcomes = collections.deque()
@@ -908,11 +1066,12 @@ class _Core:
                 self._end_outcomes(outcomes)
 
     def _act(self, item: tuple[Any, ...], outcomes: _Outcomes) -> None:
-        """Act on one item (under the role); no user code runs here."""
-        message = item[1] if item[0] == PLAIN else decode(item)
+        """Act on one item (under the role); no user code runs here. (Workers
+        send plain tuples: nothing is unpickled.)"""
+        message = item[1]
         kind = message[0]
         if kind == _VALUE or kind == _PICKLED or kind == _ERROR:
-            task = self._finish(message[1], kind != _ERROR)
+            task = self._finish(message[1], kind != _ERROR, message[3])
             if task is not None:
                 outcomes.append((task, kind, message[2]))
             elif len(item) > 2:
@@ -923,32 +1082,15 @@ class _Core:
             self.mail.append(self.read(message))
 
     def _end_outcome(self, task: Task[Any], kind: str, payload: Any) -> None:
+        """End ``task`` with what its worker sent. What is not plain stays
+        encoded: unpickling may run anything, so the thread that asks for
+        the result decodes it (``Task.result``), never the collector."""
         if kind == _VALUE:
-            self._count_batch(task, payload)
             _end(task, None, payload)
         elif kind == _ERROR:
-            _end(task, decode_exception(payload))
+            _end(task, _EncodedError(payload))
         else:
-            try:
-                value = decode(payload)
-            except BaseException as error:  # unpickling may run anything: the task's own fault
-                with self.lock:
-                    self.counts["completed"] -= task._calls
-                    self.counts["failed"] += task._calls
-                _end(task, _result_error(error))
-            else:
-                self._count_batch(task, value)
-                _end(task, None, value)
-
-    def _count_batch(self, task: Task[Any], outcomes: Any) -> None:
-        """A map batch completed as a task; the calls in it that raised failed."""
-        if not task._batch:
-            return
-        failed = sum(1 for outcome in outcomes if outcome[0] == "err")
-        if failed:
-            with self.lock:
-                self.counts["completed"] -= failed
-                self.counts["failed"] += failed
+            _end(task, None, _Encoded(payload))
 
     def collect(self) -> None:
         """The collector's loop: take and act while nobody else does, handle
@@ -1097,7 +1239,7 @@ class _Core:
         if kind == _EXIT:
             return _Exited(message[1])
         if kind == _INIT_FAILED:
-            return _InitFailed(message[1], decode_exception(message[2]))
+            return _InitFailed(message[1], message[2][0])  # (its description: nothing unpickled)
         if kind == _WAKE:
             return _WAKE_UP
         if kind == _GONE:
@@ -1115,12 +1257,13 @@ class _Core:
             self._exited(message)
         elif isinstance(message, _InitFailed):
             with self.lock:  # the worker ends next; _exited fails the queue
-                self.broken = BrokenIsolateError(f"a pool initializer raised: {message.error!r}")
+                self.broken = BrokenIsolateError(f"a pool initializer raised: {message.error}")
         elif message.pool_gone:
             self.shutdown(wait=False, cancel_futures=False)
 
-    def _finish(self, index: int, ok: bool) -> Task[Any] | None:
-        """A worker ended its task: the task, to be ended; the worker's next."""
+    def _finish(self, index: int, ok: bool, failed: int) -> Task[Any] | None:
+        """A worker ended its task (of which ``failed`` calls raised, for a
+        map batch): the task, to be ended; the worker's next."""
         with self.lock:
             worker = self.workers.get(index)
             if worker is None:
@@ -1128,7 +1271,11 @@ class _Core:
             task, worker.task = worker.task, None
             worker.done += 1
             if task is not None:
-                self.counts["completed" if ok else "failed"] += task._calls
+                if ok:
+                    self.counts["completed"] += task._calls - failed
+                    self.counts["failed"] += failed
+                else:
+                    self.counts["failed"] += task._calls
             if self.max_tasks is not None and worker.done >= self.max_tasks:
                 self._retire(worker)
             else:
@@ -1253,12 +1400,14 @@ class _Core:
 
 def _collect(core: _Core) -> None:
     """The collector thread: the loop, and the one safety net around it."""
+    _on_service_thread.active = True
     try:
         try:
             core.collect()
         except BaseException as error:
             core.break_down(error)
     finally:
+        core.callbacks.close()
         _running.discard(core)
         core.results.close()
         _backend.queue_destroy(core.watchers)  # (after the close: no result needs a wake)
@@ -1298,7 +1447,7 @@ class Pool(_ExecutorFace):
         # Pickles of the functions pickled by reference, by module and name.
         self._functions: dict[tuple[str, str], bytes] = {}
         self._core = _Core(
-            debug_name or str(id(self)),
+            debug_name or f"Pool-{next(_POOL_NUMBERS)}",
             initializer,
             initargs,
             max_tasks_per_isolate,

@@ -126,8 +126,9 @@ def test_module_state_persists_on_an_isolate_and_initializer_runs():
 
 
 def test_a_done_callback_may_wait_for_another_task_of_its_pool():
-    # Nobody waits for the first task: the collector completes it, and waits
-    # in its callback for a second one (it takes that result itself).
+    # Nobody waits for the first task: the collector completes it, and its
+    # callback (on the task callbacks thread, never the collector) waits for
+    # a second one.
     with subiso.Pool(2) as pool:
         later = queue.Queue()
         first = pool.submit(helpers.square, 2)
@@ -137,7 +138,7 @@ def test_a_done_callback_may_wait_for_another_task_of_its_pool():
 
 def test_a_done_callback_on_the_collector_may_wait_for_a_replacement_isolate():
     # The isolate retires after the first task: the second needs a replacement,
-    # which the collector starts while its done-callback waits.
+    # which the collector starts while the done-callback waits.
     with subiso.Pool(1, max_tasks_per_isolate=1) as pool:
         later = queue.Queue()
         first = pool.submit(helpers.square, 2)

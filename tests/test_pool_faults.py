@@ -7,6 +7,7 @@ import concurrent.futures
 import gc
 import logging
 import signal
+import sys
 import threading
 import weakref
 
@@ -122,7 +123,9 @@ def test_a_result_that_cannot_be_unpickled_fails_its_task_only(make, cause):
         assert isinstance(info.value.__cause__, cause)
         assert pool.submit(helpers.square, 3).result(timeout=T) == 9  # the pool goes on
         stats = pool.stats()
-        assert stats.failed == 1 and stats.completed == 1 and stats.replaced == 0
+        # The call itself completed: its result fails to load in the thread
+        # that asks for it (unpickling is never the collector's).
+        assert stats.failed == 0 and stats.completed == 2 and stats.replaced == 0
     finally:
         assert _shut_down_in_time(pool)
 
@@ -136,6 +139,78 @@ def test_a_map_with_an_unloadable_result_fails_at_that_batch():
         with pytest.raises(subiso.NotSendableError, match="could not be unpickled"):
             next(results)
         assert list(pool.map(helpers.square, range(10))) == [i * i for i in range(10)]
+
+
+# -- no user code on the collector --------------------------------------------------
+
+
+def test_a_result_is_unpickled_by_the_thread_that_asks_never_by_the_collector():
+    with subiso.Pool(1) as pool:
+        task = pool.submit(helpers.says_where_it_loads)
+        done = threading.Event()
+        task.add_done_callback(lambda _: done.set())
+        assert done.wait(T)  # ended by the collector (nobody waited)
+        results = []
+        asker = threading.Thread(target=lambda: results.append(task.result()), name="the-asker")
+        asker.start()
+        asker.join(T)
+        assert results == ["the-asker"]
+        assert task.result() == "the-asker"  # decoded once
+
+
+def test_a_done_callback_that_blocks_holds_up_no_result_of_its_pool():
+    with subiso.Pool(2) as pool:
+        release = threading.Event()
+        blocked = threading.Event()
+        ran_on = []
+
+        def blocks(_):
+            ran_on.append(threading.current_thread().name)
+            blocked.set()
+            release.wait(T)
+
+        first = pool.submit(helpers.square, 2)
+        first.add_done_callback(blocks)
+        try:
+            assert blocked.wait(T)
+            assert not ran_on[0].startswith("subiso-pool-"), ran_on  # not the collector
+            # Results keep coming, also to code that waits on no task itself.
+            tasks = [pool.submit(helpers.square, i) for i in range(20)]
+            done, _ = concurrent.futures.wait(tasks, timeout=T)
+            assert len(done) == 20
+        finally:
+            release.set()
+        assert first.result(timeout=T) == 4
+
+
+def test_a_system_exit_in_a_task_is_its_exception_and_the_isolate_serves_on():
+    with subiso.Pool(1) as pool:
+        with pytest.raises(SystemExit) as info:
+            pool.submit(sys.exit, 3).result(timeout=T)
+        assert info.value.code == 3
+        outcomes = []
+        for code in (4, 5):
+            try:
+                outcomes.append(pool.submit(sys.exit, code).result(timeout=T))
+            except SystemExit as error:
+                outcomes.append(error.code)
+        assert outcomes == [4, 5]
+        with pytest.raises(SystemExit):  # a map's call, at its place
+            list(pool.map(sys.exit, [6]))
+        assert pool.submit(helpers.square, 3).result(timeout=T) == 9
+        stats = pool.stats()
+        assert stats.replaced == 0 and stats.failed == 4, stats
+
+
+def test_pool_isolates_are_named_after_their_pool():
+    with subiso.Pool(2, debug_name="crunch") as named, subiso.Pool(1) as unnamed:
+        assert sorted(w.isolate.debug_name for w in named._core.workers.values()) == [
+            "crunch-0",
+            "crunch-1",
+        ]
+        (isolate,) = [w.isolate for w in unnamed._core.workers.values()]
+        assert isolate.debug_name.startswith("Pool-") and isolate.debug_name.endswith("-0")
+        assert isolate.debug_name.count("-") == 2 and isolate.debug_name.split("-")[1].isdigit()
 
 
 # -- no user callback under the pool's lock, no lock across blocking calls ---------
@@ -152,7 +227,7 @@ def test_done_callbacks_that_submit_to_each_others_pools_do_not_deadlock():
     def submit_to(name, other, x):
         def callback(task):
             try:
-                both_in_callbacks.wait()  # each collector now runs a callback
+                both_in_callbacks.wait()  # each pool's callbacks thread now runs one
                 followups[name] = other.submit(helpers.square, x)
             except BaseException as error:
                 errors.append(error)
@@ -287,32 +362,38 @@ def test_a_pool_nobody_references_is_collected_and_its_isolates_stop():
 
 
 class _BusyCollector:
-    """Keeps a pool's collector inside a done-callback until ``release()``,
-    so that only a thread that waits can take the pool's results."""
+    """Keeps a pool's collector from the results port until ``release()``
+    (it stops as it comes to take them), so that only a thread that waits
+    can take the pool's results."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, monkeypatch):
         self.entered = threading.Event()
         self.released = threading.Event()
-        self.thread = None
-        task = pool.submit(helpers.square, 0)
-        task.add_done_callback(self._hold)  # nobody waits: the collector completes it
-        assert self.entered.wait(T)
-        assert self.thread.name.startswith("subiso-pool-")
+        collector = pool._core.thread
+        take_all = _pool._Core.take_all
+        first: list[subiso.Task[int]] = []
 
-    def _hold(self, _):
-        self.thread = threading.current_thread()
-        self.entered.set()
-        self.released.wait(T)
+        def held(core):
+            take_all(core)
+            if threading.current_thread() is not collector or self.released.is_set():
+                return
+            if first and first[0].done():  # it took the first task's result: now it stays
+                self.entered.set()
+                self.released.wait(T)
+
+        monkeypatch.setattr(_pool._Core, "take_all", held)
+        first.append(pool.submit(helpers.square, 0))  # nobody waits: the collector takes it
+        assert self.entered.wait(T)
 
     def release(self):
         self.released.set()
 
 
-def test_a_waiting_thread_takes_results_while_a_done_callback_holds_the_collector():
+def test_a_waiting_thread_takes_results_while_the_collector_is_away(monkeypatch):
     # A thread that waits for a task takes the results itself: its own, and
     # those other threads wait for.
     with subiso.Pool(1) as pool:
-        busy = _BusyCollector(pool)
+        busy = _BusyCollector(pool, monkeypatch)
         try:
             second = pool.submit(helpers.square, 2)
             others = []
@@ -345,7 +426,7 @@ def test_a_fault_in_taking_results_fails_every_waiter_and_breaks_the_pool(
             running = [pool.submit(gated, port.send_port) for _ in range(2)]
             gates = [port.receive(timeout=T) for _ in range(2)]  # two isolates are busy
             if taker == "waiting thread":
-                busy = _BusyCollector(pool)
+                busy = _BusyCollector(pool, monkeypatch)
 
             def act(self, item, outcomes):
                 raise RuntimeError("injected fault")
@@ -416,7 +497,7 @@ def test_a_ctrl_c_while_the_main_thread_takes_results_loses_none(ctrl_c, monkeyp
     # busy); Ctrl-C lands while it acts on one: it is raised once that result
     # is handed over, and the task is not lost.
     with subiso.Pool(1) as pool:
-        busy = _BusyCollector(pool)
+        busy = _BusyCollector(pool, monkeypatch)
         act = _pool._Core._act
 
         def interrupted(self, item, outcomes):
