@@ -1,6 +1,7 @@
 # make test   - create .venv with Python >= 3.13 (found here), install, run the suite
 # make bench  - same venv, run the comparison in perf/ (results in perf/results/)
 # make test-all - the suite with the slow soaks
+# make docs   - same venv with the docs extra; the documentation site into site/ (strict)
 # make matrix - the whole suite on Debian's CPython 3.13, 3.14 and 3.15 (root needed)
 # make bench PY=3.14 - the benchmark on one of those instead (results copied back)
 # make compare BASE=<git rev> - headline figures, that revision against the working tree
@@ -19,7 +20,7 @@ STAMP := $(VENV)/.installed
 # recompile the package from source at every start.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test test-all bench compare lint clean compile matrix compat
+.PHONY: test test-all bench compare lint clean compile matrix compat docs
 
 $(STAMP): pyproject.toml
 	@set -e; \
@@ -29,6 +30,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip; \
 	$(PY) -m pip install -q -e ".[test,perf,distributed]"; \
 	touch $(STAMP)
+
+# The docs extra on top of whatever the venv holds; from a clean clone it
+# makes the venv itself, as $(STAMP) does.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): pyproject.toml
+	@set -e; \
+	if ! [ -x $(PY) ]; then \
+		py=$$(sh .ci/find-python); \
+		echo "using $$py ($$($$py --version))"; \
+		$$py -m venv $(VENV); \
+		$(PY) -m pip install -q --upgrade pip; \
+	fi; \
+	$(PY) -m pip install -q -e ".[docs]"; \
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 compile: $(STAMP)
 	@$(PY) -m compileall -q subiso

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._exceptions import NotSendableError as NotSendableError
     from ._exceptions import PortClosedError as PortClosedError
     from ._exceptions import RemoteError as RemoteError
+    from ._exceptions import SubinterpreterImportError as SubinterpreterImportError
     from ._exceptions import __excepthook__ as __excepthook__
     from ._exceptions import excepthook as excepthook
     from ._isolate import BEFORE_NEXT_EVENT as BEFORE_NEXT_EVENT
@@ -67,6 +68,7 @@ _EXPORTS = {
     "RemoteError": "_exceptions",
     "SendPort": "_ports",
     "SharedBuffer": "_shared",
+    "SubinterpreterImportError": "_exceptions",
     "Task": "_pool",
     "TransferableBuffer": "_wire",
     "__excepthook__": "_exceptions",
