@@ -52,6 +52,11 @@ _UNBOUND_REMOVE: Final = 1
 # Every error of the module derives from QueueError; NotFound is told apart.
 _EmptyError: type[BaseException] = _interpqueues.QueueError
 
+
+class QueueFullError(Exception):
+    """A put on a queue that holds its ``maxsize`` items."""
+
+
 if sys.version_info >= (3, 14):
     # Queues are made and used through _interpqueues, the module under the
     # stdlib's concurrent.interpreters: on the hottest path, Queue.put_nowait
@@ -61,14 +66,26 @@ if sys.version_info >= (3, 14):
     # and threading) is imported only where interpreters are made: the main
     # interpreter.
 
-    def queue_create() -> int:
-        """Create a queue; items left by a destroyed interpreter vanish. It
-        lives until queue_destroy (nothing binds or releases it)."""
-        qid: int = _interpqueues.create(0, _UNBOUND_REMOVE, -1)
+    def queue_create(maxsize: int = 0) -> int:
+        """Create a queue (of at most ``maxsize`` items, if not 0); items left
+        by a destroyed interpreter vanish. It lives until queue_destroy
+        (nothing binds or releases it)."""
+        qid: int = _interpqueues.create(maxsize, _UNBOUND_REMOVE, -1)
         return qid
 
     def queue_put(qid: int, item: object) -> None:
-        _interpqueues.put(qid, item, -1)
+        """Put ``item`` (shareable).
+
+        Raises:
+            QueueNotFoundError: the queue is gone.
+            QueueFullError: it holds its ``maxsize`` items.
+        """
+        try:
+            _interpqueues.put(qid, item, -1)
+        except QueueNotFoundError:
+            raise
+        except _EmptyError:  # (every error of the module but NotFound: full)
+            raise QueueFullError(f"queue {qid} is full") from None
 
     def queue_get(qid: int) -> object:
         """Return the next item, or ``EMPTY``."""
@@ -83,13 +100,25 @@ if sys.version_info >= (3, 14):
 else:
     _SHARED_ONLY: Final = 0
 
-    def queue_create() -> int:
-        """Create a queue; items left by a destroyed interpreter vanish."""
-        qid: int = _interpqueues.create(0, _SHARED_ONLY, _UNBOUND_REMOVE)
+    def queue_create(maxsize: int = 0) -> int:
+        """Create a queue (of at most ``maxsize`` items, if not 0); items left
+        by a destroyed interpreter vanish."""
+        qid: int = _interpqueues.create(maxsize, _SHARED_ONLY, _UNBOUND_REMOVE)
         return qid
 
     def queue_put(qid: int, item: object) -> None:
-        _interpqueues.put(qid, item, _SHARED_ONLY, _UNBOUND_REMOVE)
+        """Put ``item`` (shareable).
+
+        Raises:
+            QueueNotFoundError: the queue is gone.
+            QueueFullError: it holds its ``maxsize`` items.
+        """
+        try:
+            _interpqueues.put(qid, item, _SHARED_ONLY, _UNBOUND_REMOVE)
+        except QueueNotFoundError:
+            raise
+        except _EmptyError:  # (every error of the module but NotFound: full)
+            raise QueueFullError(f"queue {qid} is full") from None
 
     def queue_get(qid: int) -> object:
         """Return the next item, or ``EMPTY``."""
@@ -341,10 +370,11 @@ _owns_shared_free = False
 _LOCAL_FREE = 8  # the main interpreter keeps this many at hand, shares the rest
 
 
-def share_free_wakers(qid: int, owner: bool) -> None:
-    """Take wakers from (and, if ``owner``, give them back to) queue ``qid``."""
-    global _shared_free_qid, _owns_shared_free
-    _shared_free_qid, _owns_shared_free = qid, owner
+def share_free_wakers(qid: int, spaces_qid: int, owner: bool) -> None:
+    """Take wakers from (and, if ``owner``, give them back to) queue ``qid``,
+    and room wakers from queue ``spaces_qid``."""
+    global _shared_free_qid, _owns_shared_free, _shared_spaces_qid
+    _shared_free_qid, _owns_shared_free, _shared_spaces_qid = qid, owner, spaces_qid
 
 
 def waker_new() -> tuple[int, int]:
@@ -356,9 +386,9 @@ def waker_new() -> tuple[int, int]:
             item = queue_get(_shared_free_qid)
         except QueueNotFoundError:
             item = EMPTY
-        if item is not EMPTY:
-            shared: tuple[int, int] = item  # type: ignore[assignment]
-            return shared
+        if item is not EMPTY:  # an int (it needs no release): read end << 32 | write end
+            shared: int = item  # type: ignore[assignment]
+            return (shared >> 32, shared & 0xFFFFFFFF)
     if _HAS_EVENTFD:
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         return (fd, fd)
@@ -372,15 +402,18 @@ def waker_free(waker: tuple[int, int]) -> None:
     """Give a waker back for reuse (drained, so it starts quiet)."""
     waker_drain(waker[0])
     if _owns_shared_free and len(_free_wakers) >= _LOCAL_FREE:
-        queue_put(_shared_free_qid, waker)
+        queue_put(_shared_free_qid, (waker[0] << 32) | waker[1])
     else:
         _free_wakers.append(waker)
 
 
 def free_waker_count() -> int:
-    """Free wakers at hand here and in the process's queue (open fds kept for reuse)."""
+    """Free wakers and room wakers at hand here and in the process's queues
+    (open fds kept for reuse)."""
     shared = queue_count(_shared_free_qid) if _shared_free_qid >= 0 else 0
-    return len(_free_wakers) + shared
+    if _shared_spaces_qid >= 0:
+        shared += queue_count(_shared_spaces_qid)
+    return len(_free_wakers) + len(_free_spaces) + shared
 
 
 def wakers_take_free() -> list[tuple[int, int]]:
@@ -394,6 +427,50 @@ def wakers_add_free(wakers: object) -> None:
     """Take the free wakers an exited isolate handed over (main interpreter)."""
     for waker in wakers:  # type: ignore[attr-defined]
         waker_free((int(waker[0]), int(waker[1])))
+
+
+# -- room wakers ----------------------------------------------------------------
+#
+# A bounded port's senders wait for room on an eventfd of the port's, which
+# its receiver writes after each take. Room wakers are recycled apart from
+# wakers: a sender holding a stale SendPort of a closed bounded port may
+# still drain one, which a port's waker must never suffer (its receiver
+# would miss a wake-up), while the senders of the bounded port that owns it
+# next merely look again a little later (_ports._SPACE_LOOK).
+
+_free_spaces: list[int] = []
+_shared_spaces_qid = -1  # as _shared_free_qid, for room wakers
+
+
+def space_new() -> int:
+    """A room waker from this interpreter's free list, the process's, or a fresh one."""
+    if _free_spaces:
+        return _free_spaces.pop()
+    if _shared_spaces_qid >= 0:
+        try:
+            item = queue_get(_shared_spaces_qid)
+        except QueueNotFoundError:
+            item = EMPTY
+        if item is not EMPTY:
+            fd: int = item  # type: ignore[assignment]
+            return fd
+    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+def space_free(fd: int) -> None:
+    """Give a room waker back for reuse (not drained: a wake-up left in it
+    only makes a sender of its next port look once more)."""
+    if _owns_shared_free and len(_free_spaces) >= _LOCAL_FREE:
+        queue_put(_shared_spaces_qid, fd)
+    else:
+        _free_spaces.append(fd)
+
+
+def spaces_take_free() -> list[int]:
+    """Hand this interpreter's free room wakers to another (at isolate exit)."""
+    taken = _free_spaces[:]
+    _free_spaces.clear()
+    return taken
 
 
 # Signals the kernel sends to the process, which it may hand to any thread

@@ -74,8 +74,20 @@ from ._ports import (
     _Process,
     _prune_reaping,
     _put,
+    get_item,
 )
-from ._runtime import BOOTSTRAP, IMMEDIATE, READY, Runtime, kill_any_item
+from ._runtime import (
+    BOOTSTRAP,
+    IMMEDIATE,
+    READY,
+    REPORT_END,
+    REPORT_MAILBAG,
+    REPORT_SENT_TO,
+    REPORT_SPACE,
+    REPORT_WAKER,
+    Runtime,
+    kill_any_item,
+)
 from ._wire import (
     MIXED,
     PLAIN,
@@ -108,6 +120,12 @@ EXIT_NOTICE_SECONDS = 5.0
 # After this long, the hub says which isolate's interpreter is still being
 # destroyed (its atexit hooks run, the threads it left are joined).
 DESTROY_NOTICE_SECONDS = 5.0
+
+# How often the hub looks again at the records exited isolates sent out of
+# band (see _mailbag), while some are not read: their segments are emptied
+# and closed once all are (or look orphaned). A queue that empties wakes it
+# too; a read does not (that would cost every read a system call).
+HANDED_LOOK_SECONDS = 0.25
 
 # How often a wait for an isolate's answer looks whether the isolate is gone
 # (its answer may have been lost with it: a start command that reached a
@@ -249,9 +267,9 @@ class _Ending:
 
     __slots__ = ("booted", "name", "since")
 
-    def __init__(self, booted: _Booted, debug_name: str | None) -> None:
+    def __init__(self, booted: _Booted) -> None:
         self.booted = booted
-        self.name = debug_name or f"{booted.ctl_qid}"
+        self.name = booted.thread.name
         self.since = 0.0  # when its runner was told to destroy it; -1 once mentioned
 
 
@@ -275,7 +293,8 @@ class Exited(Message):
     booted: _Booted
     sent_to: tuple[int, ...]  # the queues it put items on
     wakers: tuple[Any, ...]  # the free wakers it hands back
-    debug_name: str | None
+    mailbag: tuple[tuple[int, int], ...]  # its mailbag's segments still read: (fd, head)
+    spaces: tuple[int, ...]  # the free room wakers it hands back
 
 
 class Destroyed(Message):
@@ -337,19 +356,15 @@ def _run_isolate(booted: _Booted) -> None:
         error = _backend.interpreter_exec(booted.interp, BOOTSTRAP)
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
-    report = _backend.queue_get(booted.report_qid)
+    report = _read_report(booted)
     _backend.queue_destroy(booted.report_qid)
-    debug_name = None
-    if report is _backend.EMPTY:  # the runtime never ran to its end
+    if report is None:  # the runtime never ran to its end
         if booted.interp is not None and not hub.closing:
             _log().error("an isolate ended without running its teardown: %s", error)
         _fail_start_commands(booted, error or "the isolate ended without a report")
         _destroy_queue(booted.ctl_qid)  # a thread may be sending it a request
-        sent_to: tuple[int, ...] = ()
-        wakers: tuple[Any, ...] = ()
-    else:
-        sent_to, wakers, debug_name = report  # type: ignore[misc]
-    hub.post(Exited(booted, sent_to, wakers, debug_name))
+        report = Exited(booted, (), (), (), ())
+    hub.post(report)
     if booted.interp is None:
         return
     booted.may_destroy.acquire()
@@ -362,6 +377,29 @@ def _run_isolate(booted: _Booted) -> None:
         hub.post(Destroyed(booted))
 
 
+def _read_report(booted: _Booted) -> Exited | None:
+    """What an isolate left in its report queue, or None if its teardown did
+    not run to its end (see _runtime.REPORT_END)."""
+    sent_to: list[int] = []
+    wakers: list[tuple[int, int]] = []
+    mailbag: list[tuple[int, int]] = []
+    spaces: list[int] = []
+    value_mask = (1 << 60) - 1
+    while (entry := _backend.queue_get(booted.report_qid)) is not _backend.EMPTY:
+        kind, value = entry >> 60, entry & value_mask  # type: ignore[operator]
+        if kind == REPORT_END:
+            return Exited(booted, tuple(sent_to), tuple(wakers), tuple(mailbag), tuple(spaces))
+        if kind == REPORT_SENT_TO:
+            sent_to.append(value)
+        elif kind == REPORT_WAKER:
+            wakers.append((value >> 32, value & 0xFFFFFFFF))
+        elif kind == REPORT_MAILBAG:
+            mailbag.append((value >> 40, value & ((1 << 40) - 1)))
+        elif kind == REPORT_SPACE:
+            spaces.append(value)
+    return None
+
+
 def _fail_start_commands(booted: _Booted, error: str) -> None:
     """Tell the senders of start commands that reached an isolate which never
     ran that it did not start (the runner, after the isolate ended)."""
@@ -369,7 +407,7 @@ def _fail_start_commands(booted: _Booted, error: str) -> None:
 
     while True:
         try:
-            item = _backend.queue_get(booted.ctl_qid)
+            item = get_item(booted.ctl_qid)
         except _backend.QueueNotFoundError:
             return
         if item is _backend.EMPTY:
@@ -431,6 +469,37 @@ class Zombie:
         return not self.waiting
 
 
+class Handed:
+    """The mailbag segments an exited isolate handed over (see _mailbag):
+    records its receivers have not read yet. Their memory is the
+    descriptors', not the interpreter's, which need not wait for them.
+    The hub's; it empties and closes each segment once every record in it
+    is consumed.
+    """
+
+    __slots__ = ("orphans", "segments")
+
+    def __init__(self, segments: tuple[tuple[int, int], ...]) -> None:
+        # [descriptor, head, how far its records are known consumed]
+        self.segments = [[fd, head, 0] for fd, head in segments]
+        self.orphans: dict[int, float] = {}  # records that looked orphaned, since when
+
+    def settled(self) -> bool:
+        """Look again, closing the segments now read; True once all are."""
+        from . import _mailbag
+
+        left = []
+        for segment in self.segments:
+            fd, head, offset = segment
+            segment[2] = _mailbag.read_up_to(fd, head, offset, self.orphans)
+            if segment[2] >= head:
+                _mailbag.discard(fd)
+            else:
+                left.append(segment)
+        self.segments = left
+        return not left
+
+
 class Hub:
     """The hub (main interpreter only); see the module docstring."""
 
@@ -442,7 +511,8 @@ class Hub:
         self.spares: deque[_Booted] = deque()  # spares anyone may take (popleft)
         self.zombie_qid = _backend.queue_create()
         self.free_wakers_qid = _backend.queue_create()
-        _backend.share_free_wakers(self.free_wakers_qid, owner=True)
+        self.free_spaces_qid = _backend.queue_create()
+        _backend.share_free_wakers(self.free_wakers_qid, self.free_spaces_qid, owner=True)
         _Process.hub_wfd = self.wfd
         _Process.zombie_qid = self.zombie_qid
         # Written by the hub thread, read by anyone:
@@ -455,6 +525,7 @@ class Hub:
         self.starting: set[int] = set()  # isolates started for a caller, not ready yet
         self.zombies: list[Zombie] = []  # exited, waiting for what they sent to be taken
         self.ending: dict[int, _Ending] = {}  # exited and not yet destroyed, zombies included
+        self.handed: list[Handed] = []  # exited isolates' records not read yet
         self.mention_at = ZOMBIES_TO_MENTION  # see _mention_zombies
         # Items the hub thread took off its queue (Zombie.received); the hub
         # looks at its zombies after each batch, so it needs no wake-up.
@@ -555,6 +626,7 @@ class Hub:
             self.queue,
             booted.isolation,
             self.free_wakers_qid,
+            self.free_spaces_qid,
             reaper_.queue,
             reaper_.waker[1],
             _fd_gate(),
@@ -581,7 +653,7 @@ class Hub:
             if message is _STOP:
                 return False
             self._receive(message)
-        while (item := _backend.queue_get(self.queue)) is not _backend.EMPTY:
+        while (item := get_item(self.queue)) is not _backend.EMPTY:
             self.taken += 1
             self._take(item)  # type: ignore[arg-type]
         self._reap()
@@ -596,11 +668,19 @@ class Hub:
         return True
 
     def _timeout(self) -> float | None:
-        """Until the next destruction worth a mention, if any."""
-        begun = [ending.since for ending in self.ending.values() if ending.since > 0]
-        if not begun:
+        """Until the next destruction worth a mention, or the next look at
+        the records an exited isolate sent out of band that look orphaned
+        (see _mailbag), if any."""
+        deadlines = [
+            ending.since + DESTROY_NOTICE_SECONDS
+            for ending in self.ending.values()
+            if ending.since > 0
+        ]
+        if self.handed:
+            deadlines.append(time.monotonic() + HANDED_LOOK_SECONDS)
+        if not deadlines:
             return None
-        return max(0.0, min(begun) + DESTROY_NOTICE_SECONDS - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _receive(self, message: Any) -> None:
         """Act on a message from a thread of the main interpreter."""
@@ -731,13 +811,18 @@ class Hub:
         except ValueError:
             pass
         _backend.wakers_add_free(exited.wakers)
+        for space in exited.spaces:
+            _backend.space_free(space)
         _backend.waker_free(booted.ctl_waker)
         _backend.waker_free(booted.interrupt)
         if booted.interp is not None:
             self.zombies.append(Zombie(booted.interp, exited.sent_to, booted))
-            self.ending[booted.ctl_qid] = _Ending(booted, exited.debug_name)
+            self.ending[booted.ctl_qid] = _Ending(booted)
             _backend.queue_put(self.zombie_qid, 0)
             self._mention_zombies()
+        if exited.mailbag:
+            self.handed.append(Handed(exited.mailbag))
+            _backend.queue_put(self.zombie_qid, 0)  # receivers that read wake the hub
 
     def _counter(self, qid: int) -> Any:
         """The consumer of a queue that counts what it takes, if there is one."""
@@ -745,18 +830,25 @@ class Hub:
 
     def _reap(self) -> None:
         """Let the runners of exited isolates whose messages were all received
-        destroy their interpreters."""
+        destroy their interpreters, and close the mailbag segments now read."""
         _prune_reaping()
-        if not self.zombies:
-            return
-        left = []
-        for zombie in self.zombies:
-            if self.closing or zombie.received(self._counter):
-                _backend.queue_get(self.zombie_qid)
-                self._destroy(zombie.booted)
-            else:
-                left.append(zombie)
-        self.zombies = left
+        if self.zombies:
+            left = []
+            for zombie in self.zombies:
+                if self.closing or zombie.received(self._counter):
+                    _backend.queue_get(self.zombie_qid)
+                    self._destroy(zombie.booted)
+                else:
+                    left.append(zombie)
+            self.zombies = left
+        if self.handed and not self.closing:  # (at exit, a receiver may read them still)
+            handed = []
+            for each in self.handed:
+                if each.settled():
+                    _backend.queue_get(self.zombie_qid)
+                else:
+                    handed.append(each)
+            self.handed = handed
 
     def _destroy(self, booted: _Booted) -> None:
         """Tell the runner of ``booted`` to destroy its interpreter."""
@@ -807,7 +899,13 @@ class Hub:
     def _settled(self) -> bool:
         _prune_reaping()
         busy = len(self.live) - len(self.spares) + len(self.ending)
-        return not busy and not self.wanted and not self.warming and not _Process.reaping
+        return (
+            not busy
+            and not self.wanted
+            and not self.warming
+            and not _Process.reaping
+            and not self.handed
+        )
 
     def _shutdown(self, reply: Reply) -> None:
         """Process exit: take no more work, kill every isolate, and tell the
@@ -839,7 +937,7 @@ class Hub:
                 reply.answer(error=_again(broken))
         for reply in self.settling:
             reply.answer(error=_again(broken))
-        while (item := _backend.queue_get(self.queue)) is not _backend.EMPTY:
+        while (item := get_item(self.queue)) is not _backend.EMPTY:
             if item[0] != PLAIN:  # type: ignore[index]
                 try:
                     _request_head(item)[1].send(failure)  # type: ignore[arg-type]
@@ -1064,15 +1162,14 @@ class Reaper:
             self._destroy_posted()
 
     def _destroy_posted(self) -> None:
-        while (item := _backend.queue_get(self.queue)) is not _backend.EMPTY:
-            target = item[1]  # type: ignore[index]
+        while (target := _backend.queue_get(self.queue)) is not _backend.EMPTY:
             if target != reaper.STOP:
-                reaper.destroy(target)
+                reaper.destroy(target)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         """At exit, once the isolates ended: stop the reaper and destroy its
         interpreter (CPython would otherwise finalize it at exit)."""
-        _backend.queue_put(self.queue, (PLAIN, reaper.STOP))
+        _backend.queue_put(self.queue, reaper.STOP)
         _backend.wake(self.waker[1])
         self.thread.join(HUB_EXIT_SECONDS)
         if self.thread.is_alive():

@@ -68,7 +68,7 @@ def _call(operation: str, name: str, port: SendPort | None = None) -> Any:
     if Runtime.current is None:
         args = (name,) if port is None else (port, name)
         return _OPERATIONS[operation](*args)
-    plain_port = None if port is None else (port._qid, port._wfd)
+    plain_port = None if port is None else port._fields()
     return drive(_hub.asking("names", operation, name, plain_port))
 
 

@@ -44,11 +44,12 @@ import _thread
 import os
 import sys
 import time
+from _collections import deque  # type: ignore[import-not-found]
 
 from . import _backend
 from ._backend import EMPTY, queue_get
 from ._exceptions import NotSendableError, PortClosedError, report_uncaught
-from ._wire import PLAIN, decode, encode, mark_sent, register_send_port, release_item, shareable
+from ._wire import PLAIN, decode, encode, mark_sent, register_send_port, release_item
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 _SPIN_MIN = 2e-6
 _SPIN_MAX = 100e-6
 _NEVER = 1 << 62  # a count never reached
+
+#: Items an interpreter may have on queues, or taken and not yet released,
+#: that need a release: CPython keeps 300 of its pending calls toward an
+#: interpreter and drops the rest, and other code of the process may need
+#: some (see _mailbag).
+WINDOW = 200
 
 
 class _Process:
@@ -163,22 +170,183 @@ def _watched(watchers: int) -> bool:
     return watchers < 0 or not _backend.queue_empty(watchers)  # (gone: write it)
 
 
-def _put(qid: int, item: tuple[Any, ...]) -> bool:
-    """Put ``item`` on the queue; False if the port is closed (it is dropped)."""
-    if len(item) > 2 and item[2]:  # it carries descriptors: through the gate
-        return _through_gate(_put_now, qid, item)
-    return _put_now(qid, item)
+# -- the window (see _mailbag) -------------------------------------------------
+#
+# This interpreter's tokens: one is taken for every item it puts that needs a
+# release (every encoded message is a tuple), and given back once CPython has
+# released it here. A put with no token to take goes out of band. The items
+# put are kept in ``_in_flight``, fresh tuples nothing else refers to: while
+# the queue, or a receiver's release on its way here, holds one, its
+# reference count says so. Taking a token and giving one back are atomic
+# (list.pop, list.append): with any number of sending threads, at most
+# WINDOW releases of ours are in flight toward this interpreter; a token lost
+# to an interruption only narrows the window.
+
+_tokens: list[None] = [None] * WINDOW
+_in_flight: deque[tuple[Any, ...]] = deque()
+_getrefcount = sys.getrefcount
 
 
-def _put_now(qid: int, item: tuple[Any, ...]) -> bool:
+def _oldest(in_flight: deque[tuple[Any, ...]]) -> tuple[tuple[Any, ...], int]:
+    """Take the oldest item in flight, with its reference count. The one
+    place that counts: what ``getrefcount`` says of an object depends on
+    the code around it (3.14 borrows references where it can), so the
+    count of an item nothing holds is measured with this same code."""
+    wire = in_flight.popleft()
+    return wire, _getrefcount(wire)
+
+
+_HELD_BY_A_LOCAL = _oldest(deque([tuple([0, 0])]))[1]
+
+
+def _released() -> None:
+    """Give back the tokens of the items CPython has released, looking from
+    the oldest up to the first one still held, which goes to the back: an
+    item that stays held (on a port nobody reads) never hides the others.
+    Amortized O(1) a put: each look frees a token or moves one item."""
+    in_flight = _in_flight
+    while in_flight:
+        try:
+            wire, count = _oldest(in_flight)
+        except IndexError:  # another thread took the last
+            return
+        if count > _HELD_BY_A_LOCAL:  # still held by the queue or a release
+            in_flight.append(wire)
+            return
+        _tokens.append(None)
+
+
+_SWEEP_EVERY = 32  # puts out of band between two sweeps that freed nothing
+_unswept = [0]
+
+
+def _sweep() -> bool:
+    """Look at every item in flight (the window is full); True if a token
+    is free after. After a sweep that freed nothing (a stream outruns its
+    receiver), the next waits ``_SWEEP_EVERY`` puts: a sweep costs a look at
+    each of the WINDOW items."""
+    if _unswept[0]:
+        _unswept[0] -= 1
+        return False
+    for _ in range(len(_in_flight)):
+        try:
+            wire, count = _oldest(_in_flight)
+        except IndexError:
+            break
+        if count > _HELD_BY_A_LOCAL:
+            _in_flight.append(wire)
+        else:
+            _tokens.append(None)
+    if not _tokens:
+        _unswept[0] = _SWEEP_EVERY
+        return False
+    return True
+
+
+def _put(qid: int, item: tuple[Any, ...], gated: bool = False) -> bool:
+    """Put ``item`` on the queue with a token of the window, or out of band
+    if none is free; False if the port is closed (it is dropped). One that
+    carries descriptors goes through the fd gate (``gated``: it holds it).
+
+    The token goes with the item's wire into ``_in_flight`` before the put,
+    and comes back once nothing but ``_in_flight`` holds the wire: at once
+    if it was never put (a full or closed port, an interruption), after
+    CPython's release if it was. (An interruption between taking the token
+    and tracking the wire, which only the main thread sees, loses it: the
+    window narrows.)
+
+    Raises:
+        QueueFull: a bounded port is full (nothing was put).
+    """
+    if not gated and len(item) > 2 and item[2]:
+        return _through_gate(_put, qid, item, True)
+    if _tokens:
+        if _in_flight:
+            _released()
+    elif not _sweep():  # (every _SWEEP_EVERY puts while the window stays full)
+        return _put_out_of_band(qid, item)
     try:
-        _backend.queue_put(qid, shareable(item))
+        _tokens.pop()
+    except IndexError:  # another thread took the last
+        return _put_out_of_band(qid, item)
+    # A fresh tuple, that only the queue and _in_flight refer to. It holds
+    # the token from here on: whatever cuts the put short, its reference
+    # count says whether it was put (see _released).
+    wire = (item[0], item[1]) if len(item) == 2 else (item[0], item[1], item[2])
+    _in_flight.append(wire)
+    try:
+        _queue_put(qid, wire)
     except _backend.QueueNotFoundError:
         release_item(item)  # dropped, as in Dart
         mark_sent(item)
         return False
+    if len(item) > 3:
+        mark_sent(item)
+    if _mailbag is not None and _mailbag.untidy():
+        held = hold_interrupts()  # segments a stream filled and its receiver emptied
+        try:
+            _mailbag.tidy()
+        finally:
+            held.release()
+    return True
+
+
+_queue_put = _backend.queue_put
+
+
+def _put_out_of_band(qid: int, item: tuple[Any, ...]) -> bool:
+    """Past the window: write ``item`` to this interpreter's mailbag and put
+    the int that names it. (One that lands after the last drain of a
+    closing port is an orphan, which the mailbag consumes later; one that
+    carries descriptors goes through the fd gate, as in the window.)
+
+    A Ctrl-C in the main thread between the write and the put (the only
+    interruption that can land in library code) leaves a record that
+    nobody will take: it is consumed as an orphan once its port closes.
+    """
+    global _mailbag
+    if _mailbag is None:
+        from . import _mailbag
+    key = _mailbag.write((item[0], item[1], item[2]) if len(item) > 2 else (item[0], item[1]), qid)
+    try:
+        _backend.queue_put(qid, key)
+    except _backend.QueueNotFoundError:
+        _mailbag.unwrite(key)
+        release_item(item)  # dropped, as in Dart
+        mark_sent(item)
+        return False
+    except BaseException:  # a full bounded port (or a Ctrl-C): nothing was put
+        _mailbag.unwrite(key)
+        raise
     mark_sent(item)
     return True
+
+
+_mailbag: Any = None  # the module, once this interpreter sent or took out of band
+
+
+def get_item(qid: int) -> object:
+    """The next item of a message queue, or EMPTY; an out-of-band one is
+    read from its sender's mailbag (and consumed there).
+
+    Raises:
+        QueueNotFoundError: the queue is gone.
+    """
+    item = queue_get(qid)
+    if type(item) is int:
+        return _take_out_of_band(item)
+    return item
+
+
+def _take_out_of_band(key: int) -> object:
+    global _mailbag
+    if _mailbag is None:
+        from . import _mailbag
+    try:
+        item: tuple[Any, ...] = _mailbag.take(key)
+    except LookupError:  # dropped: its port was closed as it came
+        return EMPTY
+    return item  # (the hub looks at an exited sender's records now and then)
 
 
 DESTROY = "destroy"  # to the hub: (PLAIN, (DESTROY, qid)), a queue for the reaper
@@ -207,7 +375,7 @@ def _destroy_queue(qid: int) -> None:
             _prune_reaping()
             _Process.reaping_limit = max(64, 2 * len(_Process.reaping))
         try:
-            _backend.queue_put(reaper, (PLAIN, qid))
+            _backend.queue_put(reaper, qid)  # (an int: it needs no release)
         except _backend.QueueNotFoundError:
             pass  # the reaper stopped meanwhile
         else:
@@ -217,11 +385,28 @@ def _destroy_queue(qid: int) -> None:
     _drained()
 
 
-def _drain_and_destroy(qid: int) -> None:
-    """The last drain and the destroy of a closed port's queue (through the
-    fd gate: see _fd_gate)."""
-    while (item := queue_get(qid)) is not EMPTY:
+def _drain(qid: int) -> None:
+    """Drop what waits on a closed port's queue: as many items as it held
+    when this began (senders may outpace a drain that waits for the end;
+    what lands later goes with the queue, see _drain_and_destroy)."""
+    try:
+        waiting = _backend.queue_count(qid)
+    except _backend.QueueNotFoundError:
+        return
+    for _ in range(waiting):
+        item = queue_get(qid)
+        if item is EMPTY:
+            return
         release_item(item)  # type: ignore[arg-type]
+
+
+def _drain_and_destroy(qid: int) -> None:
+    """The last drain and the destroy of a closed port's queue, through the
+    fd gate (see _fd_gate): no item that carries descriptors lands after
+    the drain. One that lands then holds nothing to close: CPython frees a
+    tuple with the queue, and an out-of-band record becomes an orphan,
+    which its sender's mailbag consumes (see _mailbag)."""
+    _drain(qid)
     _backend.queue_destroy(qid)
 
 
@@ -370,24 +555,102 @@ class SendPort:
     through other isolates.
     """
 
-    __slots__ = ("_qid", "_wfd")
+    __slots__ = ("_qid", "_space", "_wfd")
 
-    def __init__(self, qid: int, wfd: int) -> None:
+    def __init__(self, qid: int, wfd: int, space: int = -1) -> None:
         self._qid = qid
         self._wfd = wfd
+        self._space = space  # a bounded port's: readable when a message was taken
 
-    def send(self, message: object) -> None:
-        """Send ``message``; never blocks. Dropped silently if the port is closed.
+    def _fields(self) -> tuple[int, ...]:
+        """What it is rebuilt from, anywhere in the process."""
+        return (self._qid, self._wfd) if self._space < 0 else (self._qid, self._wfd, self._space)
+
+    def send(self, message: object, timeout: float | None = None) -> None:
+        """Send ``message``. To an unbounded port it never blocks; to a port
+        made with ``maxsize``, it waits while the port holds that many
+        unreceived messages. Dropped silently if the port is closed.
 
         Raises:
             NotSendableError: naming the part of ``message`` that cannot cross;
                 nothing was sent.
+            TimeoutError: the bounded port stayed full ``timeout`` seconds.
         """
-        _deliver(self._qid, self._wfd, encode(message))
+        item = encode(message)
+        if self._space < 0:
+            _deliver(self._qid, self._wfd, item)
+            return
+        deadline = None if timeout is None else _perf_counter() + timeout
+        while True:
+            try:
+                _deliver(self._qid, self._wfd, item)
+                return
+            except _backend.QueueFullError:
+                self._wait_for_space(deadline, timeout)
+
+    def _wait_for_space(self, deadline: float | None, timeout: float | None) -> None:
+        """Wait until a message was taken off this bounded port (or a while:
+        another sender may have drained the wake-up meant for this one).
+
+        Raises:
+            TimeoutError: ``deadline`` passed.
+        """
+        step = _SPACE_LOOK
+        if deadline is not None:
+            step = min(step, deadline - _perf_counter())
+            if step <= 0:
+                raise TimeoutError(f"{self!r} stayed full for {timeout} s")
+        ready = _backend.wait_readable(_interruptible([self._space]), step)
+        _heed_interrupt(ready)
+        _backend.waker_drain(self._space)
+
+    async def send_async(self, message: object, timeout: float | None = None) -> None:
+        """``send`` for asyncio: waits for room on a bounded port without
+        blocking the event loop.
+
+        Raises:
+            NotSendableError: naming the part of ``message`` that cannot cross.
+            TimeoutError: the bounded port stayed full ``timeout`` seconds.
+        """
+        item = encode(message)
+        if self._space < 0:
+            _deliver(self._qid, self._wfd, item)
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            try:
+                _deliver(self._qid, self._wfd, item)
+                return
+            except _backend.QueueFullError:
+                step = _SPACE_LOOK
+                if deadline is not None:
+                    step = min(step, deadline - loop.time())
+                    if step <= 0:
+                        raise TimeoutError(f"{self!r} stayed full for {timeout} s") from None
+                await _space_on(loop, self._space, step)
 
     def _send_item(self, item: tuple[Any, ...]) -> bool:
-        """Send an encoded item; False if the port is closed (it is dropped)."""
-        return _deliver(self._qid, self._wfd, item)
+        """Send an encoded item, never waiting; False if it was dropped: the
+        port is closed, or a bounded port is full (the library's own
+        notices to a port of the user's, such as an exit, never wait)."""
+        try:
+            return _deliver(self._qid, self._wfd, item)
+        except _backend.QueueFullError:
+            release_item(item)
+            mark_sent(item)
+            return False
+
+    def _notify(self, message: object) -> bool:
+        """``send`` for the library's notices (an exit, an error, a ping's
+        answer): never waits; dropped if a bounded port is full.
+
+        Raises:
+            NotSendableError: as ``send``.
+        """
+        return self._send_item(encode(message))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is SendPort and other._qid == self._qid
@@ -399,19 +662,63 @@ class SendPort:
         return f"<SendPort {self._qid}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SendPort, (self._qid, self._wfd))
+        return (SendPort, self._fields())
 
 
 register_send_port(SendPort)
+
+# Seconds a sender waiting for room on a bounded port waits before it looks again.
+_SPACE_LOOK = 0.05
+
+
+async def _space_on(loop: Any, fd: int, timeout: float) -> None:
+    """Until ``fd`` (a bounded port's room waker) is readable, or ``timeout``
+    passes, on ``loop`` (its thread). One reader per fd and loop serves every
+    sender of that loop that waits (``_space_waiters``, the loop's own)."""
+    import asyncio
+
+    key = (id(loop), fd)
+    waiters = _space_waiters.get(key)
+    if waiters is None:
+        waiters = _space_waiters[key] = []
+
+        def readable() -> None:
+            _backend.waker_drain(fd)
+            for future in _space_waiters.pop(key, ()):
+                if not future.done():
+                    future.set_result(None)
+            loop.remove_reader(fd)
+
+        loop.add_reader(fd, readable)
+    future = loop.create_future()
+    waiters.append(future)
+    try:
+        await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters and _space_waiters.get(key) is waiters:
+            del _space_waiters[key]
+            loop.remove_reader(fd)
+
+
+_space_waiters: dict[tuple[int, int], list[Any]] = {}
 
 
 class _Port:
     """The mechanics shared by ReceivePort and RawReceivePort."""
 
-    def __init__(self, debug_name: str | None) -> None:
+    def __init__(self, debug_name: str | None, maxsize: int = 0) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be 0 (unbounded) or more, not {maxsize}")
         self._lock = _thread.allocate_lock()
         self.debug_name = debug_name
-        self._qid = _backend.queue_create()
+        self.maxsize = maxsize
+        self._qid = _backend.queue_create(maxsize)
+        # A bounded port's room waker, written after each take (see SendPort.send).
+        self._space = _backend.space_new() if maxsize else -1
         self._rfd, self._wfd = self._waker = _backend.waker_new()
         self._closed = False
         self._holders = 0  # parked receivers, the watching loop, dispatcher turns
@@ -431,14 +738,16 @@ class _Port:
 
     @property
     def send_port(self) -> SendPort:
-        return SendPort(self._qid, self._wfd)
+        return SendPort(self._qid, self._wfd, self._space)
 
     def _get(self) -> object:
         try:
-            item = queue_get(self._qid)
+            item = get_item(self._qid)
         except _backend.QueueNotFoundError:  # closed by another thread meanwhile
             raise PortClosedError(f"{self!r} is closed") from None
         if item is not EMPTY:
+            if self._space >= 0:
+                _backend.wake(self._space)  # room for a waiting sender
             self.taken = taken = self.taken + 1
             if taken >= self.wake_at:
                 self.wake_at = _NEVER  # the hub sets it again if it still waits
@@ -821,9 +1130,14 @@ class _Port:
         _Local.ports.pop(self._qid, None)
         if _Local.dispatcher is not None:
             _Local.dispatcher.remove(self)
-        while (item := queue_get(self._qid)) is not EMPTY:
-            release_item(item)  # type: ignore[arg-type]
+        _drain(self._qid)
         _destroy_queue(self._qid)
+        if self._space >= 0:
+            # Waiting senders look again and find the port closed (one that
+            # comes later looks again within _SPACE_LOOK: the waker is
+            # recycled as a room waker, see _backend.space_new).
+            _backend.wake(self._space)
+            _backend.space_free(self._space)
         for loop in loops:
             if self._on_owner(loop, self._close_on_loop, loop):
                 self._close_on_loop(loop)
@@ -857,8 +1171,8 @@ class ReceivePort(_Port):
     duplicated. ``close()`` drops what was not received yet, as in Dart.
     """
 
-    def __init__(self, debug_name: str | None = None) -> None:
-        super().__init__(debug_name)
+    def __init__(self, debug_name: str | None = None, *, maxsize: int = 0) -> None:
+        super().__init__(debug_name, maxsize)
 
     def receive(self, timeout: float | None = None) -> Any:
         """Return the next message, blocking until one arrives.

@@ -45,11 +45,10 @@ def serve(params: tuple[Any, ...]) -> None:
     while True:
         _backend.wait_readable([rfd], None)
         _backend.waker_drain(rfd)
-        while (item := _backend.queue_get(qid)) is not EMPTY:
-            target = item[1]  # type: ignore[index]
+        while (target := _backend.queue_get(qid)) is not EMPTY:  # (ints: no release)
             if target == STOP:
                 return
-            destroy(target)
+            destroy(target)  # type: ignore[arg-type]
         # Queues just went away: an exited isolate that sent to them (or
         # posted them here) may now be destroyed.
         _drained()

@@ -113,6 +113,13 @@ def _capability(token: bytes) -> Capability:
 
 READY = "ready"  # to the hub: a spare finished starting up, (PLAIN, (READY, ctl_qid))
 
+# What an isolate leaves in its report queue at exit: ints, (kind << 60) | value.
+REPORT_END = 0  # last: the teardown ran to its end
+REPORT_SENT_TO = 1  # a queue it put items on
+REPORT_WAKER = 2  # a free waker, read end << 32 | write end
+REPORT_MAILBAG = 3  # a segment of its mailbag with records not consumed: fd << 40 | head
+REPORT_SPACE = 4  # a free room waker (see _backend.space_new)
+
 
 class Start(Message):
     """Give a waiting isolate its work: one call ("run") or an entry ("spawn").
@@ -177,7 +184,7 @@ def _plain_payload(kind: str, payload: tuple[Any, ...]) -> tuple[Any, ...] | Non
     tagged: list[tuple[Any, ...]] = []
     for value in values:
         if type(value) is SendPort:
-            tagged.append((_A_PORT, value._qid, value._wfd))
+            tagged.append((_A_PORT, *value._fields()))
         elif is_plain(value):
             tagged.append((_A_VALUE, value))
         else:
@@ -189,7 +196,7 @@ _A_VALUE, _A_PORT = 0, 1
 
 
 def _untag(tagged: tuple[Any, ...]) -> Any:
-    return tagged[1] if tagged[0] == _A_VALUE else SendPort(tagged[1], tagged[2])
+    return tagged[1] if tagged[0] == _A_VALUE else SendPort(*tagged[1:])
 
 
 def load_request(item: tuple[Any, ...]) -> object:
@@ -338,12 +345,13 @@ class Runtime:
             self.hub_qid,
             self.isolation,
             free_wakers_qid,
+            free_spaces_qid,
             _Process.reaper_qid,
             _Process.reaper_wfd,
             _Process.fd_gate,
         ) = params
         _Process.hub_qid = self.hub_qid
-        _backend.share_free_wakers(free_wakers_qid, owner=False)
+        _backend.share_free_wakers(free_wakers_qid, free_spaces_qid, owner=False)
         self.debug_name: str | None = None
         self.pause_cap: object = None
         self.terminate_cap: object = None
@@ -376,6 +384,7 @@ class Runtime:
         self.paused: dict[object, int] = {}  # by the capability that paused
         self.errors_fatal = True
         self.exit_listeners: list[tuple[SendPort, object]] = []
+        self.own_exit_ports: list[SendPort] = []  # the spawn's (or run's) own, told last
         self.error_listeners: list[SendPort] = []
         self.loop: Any = None  # the asyncio loop, when the entry is async
         self.done_event: Any = None  # set when the asyncio loop may finish
@@ -411,7 +420,7 @@ class Runtime:
             QueueNotFoundError: the control queue is gone (teardown).
         """
         with self.taking:
-            item = _backend.queue_get(self.ctl_qid)
+            item = _ports.get_item(self.ctl_qid)
             if item is EMPTY:
                 return False
             self.take(item)
@@ -451,9 +460,9 @@ class Runtime:
         elif isinstance(request, Ping):
             port, response, priority = request
             if priority == IMMEDIATE:
-                port.send(response)
+                port._notify(response)
             else:
-                self._later(lambda: port.send(response))
+                self._later(lambda: port._notify(response))
         elif isinstance(request, Pause):
             self.paused[request.capability] = 1
         elif isinstance(request, Resume):
@@ -654,7 +663,7 @@ class Runtime:
             return
         message = describe_error(error)
         for port in self.error_listeners:
-            port.send(message)
+            port._notify(message)
         if not self.error_listeners:
             report_uncaught(error, self.debug_name, self.errors_fatal)
         if self.errors_fatal:
@@ -833,14 +842,14 @@ def _life(runtime: Runtime) -> None:
     if runtime.job is None:
         return
     start, runtime.job = runtime.job, None
-    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, exit_port, _ = (
-        start
-    )
+    kind, runtime.debug_name, runtime.pause_cap, runtime.terminate_cap, notify, exit_port, _ = start
     # Until a spawn has started (a kill may stop it loading), the one who
     # asked hears of an exit; a spawn's exit port always does.
     runtime.exit_listeners.append((notify, ("exit",)))
+    runtime.own_exit_ports = [notify]
     if exit_port is not None:
         runtime.exit_listeners.append((exit_port, ("exit",)))
+        runtime.own_exit_ports.append(exit_port)
     try:
         try:
             if len(start.payload) > 2 and start.payload[2]:
@@ -892,15 +901,25 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     _wire.close_watched_fds()
     _drain_control(runtime)
     _backend.queue_destroy(runtime.ctl_qid)
-    for port, response in runtime.exit_listeners:
-        port.send(response)
+    # The user's listeners first: once the spawn's own exit port hears of
+    # the exit (and ``join`` returns), every exit notice is on its way.
+    own = runtime.own_exit_ports
+    for port, response in sorted(runtime.exit_listeners, key=lambda pair: pair[0] in own):
+        port._notify(response)
     runtime.exit_listeners = []
-    report = (
-        tuple(_Local.sent_to),
-        tuple(_backend.wakers_take_free()),
-        runtime.debug_name if type(runtime.debug_name) is str else None,
-    )
-    _backend.queue_put(runtime.report_qid, report)
+    # The report, as ints (an int needs no release: this interpreter runs no
+    # more code to release anything, see _mailbag).
+    report = runtime.report_qid
+    for qid in _Local.sent_to:
+        _backend.queue_put(report, (REPORT_SENT_TO << 60) | qid)
+    for rfd, wfd in _backend.wakers_take_free():
+        _backend.queue_put(report, (REPORT_WAKER << 60) | (rfd << 32) | wfd)
+    for space in _backend.spaces_take_free():
+        _backend.queue_put(report, (REPORT_SPACE << 60) | space)
+    if _ports._mailbag is not None:
+        for fd, head in _ports._mailbag.hand_over():
+            _backend.queue_put(report, (REPORT_MAILBAG << 60) | (fd << 40) | head)
+    _backend.queue_put(report, REPORT_END)
 
 
 def _drain_control(runtime: Runtime) -> None:
@@ -910,7 +929,7 @@ def _drain_control(runtime: Runtime) -> None:
     as in Dart, it gets no answer.)"""
     pending: list[Start] = runtime.refused + ([runtime.job] if runtime.job is not None else [])
     runtime.refused = []
-    while (item := _backend.queue_get(runtime.ctl_qid)) is not EMPTY:
+    while (item := _ports.get_item(runtime.ctl_qid)) is not EMPTY:
         try:
             request = load_request(item)  # type: ignore[arg-type]
         except BaseException:

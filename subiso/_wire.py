@@ -17,7 +17,7 @@ An encoded message ("item") is a shareable tuple that a raw queue can carry:
   encoded part by part so that those travel as themselves rather than
   inside a pickle.
 - ``(SHARED, nbytes, (fd,))``: a ``SharedBuffer``, unpickled.
-- ``(PORT, (qid, wfd))``: a message that is a ``SendPort``, unpickled.
+- ``(PORT, (qid, wfd[, space]))``: a message that is a ``SendPort``, unpickled.
 
 The work that starts a fresh isolate travels plain when it can (see
 ``plain_function``, and ``start_item`` in _runtime.py): such an isolate
@@ -384,10 +384,16 @@ class TransferableBuffer:
         raise NotSendableError("a TransferableBuffer travels only in subiso messages")
 
 
-def release_item(item: tuple[Any, ...]) -> None:
-    """Free what an undelivered item holds outside the queue (memfds)."""
-    if len(item) > 2:
-        _close_all(item[2])
+def release_item(item: tuple[Any, ...] | int) -> None:
+    """Free what an undelivered item holds outside the queue: its memfds,
+    and, for an int, the record in its sender's mailbag (see _mailbag)."""
+    if type(item) is int:
+        from . import _mailbag
+
+        _mailbag.drop(item)  # (it closes the descriptors the record names)
+        return
+    if len(item) > 2:  # type: ignore[arg-type]
+        _close_all(item[2])  # type: ignore[index]
 
 
 def _close_all(fds: Iterable[int]) -> None:
@@ -505,7 +511,7 @@ def encode(message: object, what: str = "message") -> tuple[Any, ...]:
         return (PLAIN, message)
     if type(message) is _SendPort:
         port: Any = message
-        return (PORT, (port._qid, port._wfd))
+        return (PORT, port._fields())
     if type(message) is tuple and _holds_big_plain(message):
         return _encode_mixed(message, what)
     if type(message) is _SharedBuffer and message._fd >= 0:  # type: ignore[attr-defined]

@@ -69,16 +69,16 @@ def send_buffer_and_linger_after_the_put(args: tuple[object, bytes]) -> None:
     import time
 
     import subiso
-    from subiso import _backend, _runtime
+    from subiso import _backend, _ports, _runtime
 
     port, payload = args
     runtime = _runtime.Runtime.current
     assert runtime is not None
-    put = _backend.queue_put
+    put = _ports._queue_put
 
     def put_then_linger(qid: int, item: object) -> None:
         put(qid, item)
-        _backend.queue_put = put
+        _ports._queue_put = put
         _backend.wake(port._wfd)  # type: ignore[attr-defined]  # the receiver may look now
         while not runtime.killed:
             pass  # the receiver has the message now and kills this isolate
@@ -86,7 +86,7 @@ def send_buffer_and_linger_after_the_put(args: tuple[object, bytes]) -> None:
         while time.monotonic() < deadline:
             pass
 
-    _backend.queue_put = put_then_linger
+    _ports._queue_put = put_then_linger
     port.send(subiso.TransferableBuffer(payload))  # type: ignore[attr-defined]
     while True:
         pass

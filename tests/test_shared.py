@@ -218,23 +218,23 @@ def test_the_fd_gate_gives_its_token_back_once_whatever_cuts_a_step_short(
 
     gate = _ports._fd_gate()
     buffer = subiso.SharedBuffer(b"gate" * 1000)
-    put_now = _ports._put_now
+    queue_put = _ports._queue_put
     main = threading.main_thread().ident
     with subiso.ReceivePort() as port:
 
         def failing(qid, item):
             raise OSError("the put failed")
 
-        monkeypatch.setattr(_ports, "_put_now", failing)
+        monkeypatch.setattr(_ports, "_queue_put", failing)
         with pytest.raises(OSError):
             port.send_port.send(buffer)
         assert _tokens(gate) == 1  # given back, and once
 
         def interrupted(qid, item):
             signal.pthread_kill(main, signal.SIGINT)  # a Ctrl-C as the token is held
-            return put_now(qid, item)
+            return queue_put(qid, item)
 
-        monkeypatch.setattr(_ports, "_put_now", interrupted)
+        monkeypatch.setattr(_ports, "_queue_put", interrupted)
         with pytest.raises(KeyboardInterrupt):  # raised once the token is back
             port.send_port.send(buffer)
         monkeypatch.undo()
