@@ -115,8 +115,10 @@ class SubinterpreterImportError(ImportError, IsolateError):
     "module X does not support loading in subinterpreters" (the module
     refuses isolated interpreters; every version), or "module 'X' can only
     be loaded once per process" (3.14+: the module lives in one interpreter
-    only, and another one loaded it first). subiso re-raises it as this
-    subclass, whose message names the module and the way out.
+    only, and another one loaded it first); numpy raises "cannot load module
+    more than once per process" in any isolate, legacy too, once the main
+    interpreter imported it. subiso re-raises it as this subclass, whose
+    message names the module (or package) and the way out.
     """
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -141,9 +143,31 @@ _REFUSALS = (
         "can only be loaded once per process",
         "it lives in one interpreter of the process only and another one loaded "
         "it first, so isolation='legacy' does not help: import it in the main "
-        "interpreter alone and call it there through subiso.host",
+        "interpreter alone and call it there through subiso.host, or run this "
+        "work in a process pool",
     ),
 )
+
+# numpy's own refusal (and its kind's): it names no module.
+_ONCE_PER_PROCESS = "cannot load module more than once per process"
+_ONCE_PER_PROCESS_ADVICE = (
+    "it loads once per process, and the main interpreter (or another isolate) "
+    "loaded it first, so isolation='legacy' does not help: call it in the main "
+    "interpreter through subiso.host, or run this work in a process pool"
+)
+
+
+def _package_importing(error: BaseException) -> str | None:
+    """The top-level package whose module body ``error`` came from: the
+    innermost module body in its traceback."""
+    name = None
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "<module>":
+            name = frame.f_globals.get("__name__")
+        traceback = traceback.tb_next
+    return name.partition(".")[0] if isinstance(name, str) else None
 
 
 def explain_import_refusal(error: BaseException) -> BaseException:
@@ -151,6 +175,15 @@ def explain_import_refusal(error: BaseException) -> BaseException:
     if not isinstance(error, ImportError) or isinstance(error, SubinterpreterImportError):
         return error
     text = str(error)
+    if _ONCE_PER_PROCESS in text:
+        package = _package_importing(error) or error.name
+        said = f"package {package} {_ONCE_PER_PROCESS}" if package else _ONCE_PER_PROCESS
+        explained = SubinterpreterImportError(
+            f"{said}: {_ONCE_PER_PROCESS_ADVICE}", name=package, path=error.path
+        )
+        explained.__cause__ = error if text.strip() != _ONCE_PER_PROCESS else None
+        explained.__traceback__ = error.__traceback__
+        return explained
     for words, advice in _REFUSALS:
         at = text.find(words)
         if at < 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from . import _hub
+from . import _fallback, _hub
 from ._drive import drive, drive_async
 from ._runtime import Runtime
 from ._wire import decode, encode, encode_exception
@@ -70,6 +70,8 @@ def unregister(name: str) -> None:
 def _handler(name: str) -> Callable[..., Any]:
     with _lock:
         handler = _handlers.get(name)
+    if handler is None and name == _fallback.RELOAD:  # the library's own
+        handler = _fallback.reload
     if handler is None:
         raise LookupError(f"no host handler named {name!r}")
     return handler

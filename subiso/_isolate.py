@@ -18,14 +18,19 @@ import enum
 from time import perf_counter as _perf_counter
 from typing import NamedTuple
 
-from . import _backend, _finalize, _runtime
+from . import _backend, _fallback, _finalize, _runtime
 from ._backend import EMPTY
 from ._drive import drive, drive_async, driven
-from ._exceptions import IsolateSpawnError, NotSendableError, PortClosedError
+from ._exceptions import (
+    IsolateSpawnError,
+    NotSendableError,
+    PortClosedError,
+    SubinterpreterImportError,
+)
 from ._hub import Acquire, answer_item, answer_item_async, check_isolation, replenish
 from ._hub import settle as settle
 from ._ports import ReceivePort, SendPort
-from ._run import _running
+from ._run import _running, refused_by_isolates
 from ._runtime import (
     AddErrorListener,
     AddExitListener,
@@ -415,10 +420,29 @@ def spawning(
 ) -> Generator[Any, Any, Isolate]:
     """The conversation of ``Isolate.spawn``, plus the response its ``on_exit``
     port gets (for services such as the pool, that tell their isolates apart
-    by it). Drive it with ``_drive.drive`` or ``drive_async``."""
+    by it). Drive it with ``_drive.drive`` or ``drive_async``. Once more, by
+    value, if isolates refuse a module that the entry or message names."""
     check_isolation(isolation)
     if not callable(entry):
         raise TypeError(f"entry {entry!r} is not callable")
+    options = (paused, errors_are_fatal, on_exit, on_error, exit_response)
+    try:
+        return (yield from _spawning(entry, message, options, debug_name, isolation))
+    except IsolateSpawnError as error:
+        refused = f"{SubinterpreterImportError.__name__}:" in str(error)
+        if not refused or not (yield from refused_by_isolates((entry, message), isolation)):
+            raise
+    return (yield from _spawning(entry, message, options, debug_name, isolation))
+
+
+def _spawning(
+    entry: Callable[[Any], Any],
+    message: Any,
+    options: tuple[Any, ...],
+    debug_name: str | None,
+    isolation: str,
+) -> Generator[Any, Any, Isolate]:
+    """One spawn: start the isolate, and wait until its entry runs."""
     handle = Isolate(
         None,
         pause_capability=Capability(),
@@ -439,7 +463,7 @@ def spawning(
                     handle.terminate_capability,
                     ack.send_port,
                     handle._exit_port.send_port,
-                    (entry, message, (paused, errors_are_fatal, on_exit, on_error, exit_response)),
+                    (_fallback.for_isolates(entry), message, options),
                 )
             )
         except NotSendableError as error:

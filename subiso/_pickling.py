@@ -7,6 +7,9 @@ plain never needs them.
 Functions that cannot be pickled by reference go by value through a light
 path built on ``marshal`` (no import needed in the receiver); classes go
 through cloudpickle, imported only where such a payload is sent or arrives.
+So do the functions and classes of ``by_value_modules``, modules that
+isolates refuse to import (see _fallback.py); such a class comes back to an
+interpreter that has its module as that interpreter's own class.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import _pickle
 import io
 import marshal
+import sys
 
 from ._exceptions import NotSendableError
 from ._shared import CarriedFds, SharedBuffer
@@ -80,6 +84,70 @@ def round_trips(error: BaseException) -> bytes | None:
 
 
 # -- by-value functions and classes -------------------------------------------
+
+#: Modules whose functions and classes travel by value, though they are
+#: importable here: isolates refuse to import them (see _fallback.py). In an
+#: isolate: the modules of the classes that arrived so.
+by_value_modules: set[str] = set()
+
+
+class ByValue:
+    """A function or class that must be pickled (by value), not sent by name."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> Any:
+        return (_itself, (self.fn,))
+
+
+def _itself(obj: Any) -> Any:
+    return obj
+
+
+def _class_here_or_value(module: str, qualname: str, value: bytes) -> Any:
+    """A class of a module that travels by value: this interpreter's own if
+    it has that module (the caller does), else the class from its value."""
+    found: Any = sys.modules.get(module)
+    if found is not None:
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if isinstance(found, type):
+            return found
+    by_value_modules.add(module)  # sent on, it goes back the same way
+    return _cloudpickle_loads(value)
+
+
+_ByValuePickler: Any = None
+
+
+def _class_value(cls: type) -> bytes:
+    """``cls`` pickled by value by cloudpickle, with the functions and classes
+    of ``by_value_modules`` that it holds (cloudpickle would send them by
+    reference: its own by-value registry is process-wide)."""
+    global _ByValuePickler
+    if _ByValuePickler is None:
+        import cloudpickle
+        from cloudpickle import cloudpickle as internals
+
+        class ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
+            def reducer_override(self, obj: Any) -> Any:
+                kind = type(obj)
+                if kind is _FunctionType and obj.__module__ in by_value_modules:
+                    return self._dynamic_function_reduce(obj)
+                if isinstance(obj, type) and obj.__module__ in by_value_modules:
+                    return internals._dynamic_class_reduce(obj)
+                return super().reducer_override(obj)
+
+        _ByValuePickler = ByValuePickler
+    buffer = io.BytesIO()
+    _ByValuePickler(buffer, PROTOCOL).dump(cls)
+    return buffer.getvalue()
 
 
 def _make_function(code_bytes: bytes, name: str, globals_: dict[str, Any], n_cells: int) -> Any:
@@ -214,7 +282,9 @@ class Pickler(_pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
         if kind is _FunctionType:
-            return NotImplemented if _importable(obj) else self._reduce_function(obj)
+            if _importable(obj) and obj.__module__ not in by_value_modules:
+                return NotImplemented
+            return self._reduce_function(obj)
         if kind is TransferableBuffer or kind is SharedBuffer:
             return obj._reduce_for(self)
         if kind is _ModuleType:
@@ -223,10 +293,14 @@ class Pickler(_pickle.Pickler):
             # A copy: a view into another interpreter's memory would dangle
             # once that interpreter is destroyed.
             return (memoryview, (obj.tobytes(),))
-        if isinstance(obj, type) and not _importable(obj) and obj.__module__ != "builtins":
-            import cloudpickle
+        if isinstance(obj, type):
+            module = obj.__module__
+            if module in by_value_modules:
+                return (_class_here_or_value, (module, obj.__qualname__, _class_value(obj)))
+            if module != "builtins" and not _importable(obj):
+                import cloudpickle
 
-            return (_cloudpickle_loads, (cloudpickle.dumps(obj, PROTOCOL),))
+                return (_cloudpickle_loads, (cloudpickle.dumps(obj, PROTOCOL),))
         return NotImplemented
 
     def _reduce_function(self, fn: Any) -> Any:

@@ -58,6 +58,7 @@ from ._backend import EMPTY
 from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableError, PortClosedError
 from ._hub import check_isolation
 from ._isolate import IMMEDIATE, Isolate, spawn_isolate
+from ._pickling import by_value_modules
 from ._ports import ReceivePort, SendPort, hold_interrupts
 from ._wire import (
     PLAIN,
@@ -97,7 +98,6 @@ def _at_exit() -> None:
             core.stop_and_wait()
         else:
             core.shutdown(wait=True, cancel_futures=False)
-
 
 
 _hub.before_exit.append(_at_exit)
@@ -359,7 +359,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
                 _Local.unshield()  # type: ignore[misc]
         try:
             if isinstance(loaded, Exception):
-                raise loaded
+                loaded = _reload_by_value(loaded, item)
             fn, args, kwargs = loaded
             result = fn(*args, **kwargs)
             if _is_awaitable(result):
@@ -402,6 +402,33 @@ def _load_task(
             if len(functions) > 256:
                 functions.pop(next(iter(functions)))
     return fn, decode(args_item), decode(kwargs_item) if kwargs_item[1] else {}
+
+
+def _reload_by_value(
+    error: Exception, item: tuple[Any, ...]
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """A task that did not load because isolates refuse a module it names
+    by reference: the task again, from the main interpreter, with that
+    module's functions and classes by value (see _fallback.py).
+
+    Raises:
+        Exception: why the task cannot load (``error``, if not that).
+    """
+    from ._exceptions import explain_import_refusal
+    from ._fallback import RELOAD, refused_modules
+
+    modules = refused_modules(error)
+    if not modules or (len(item) > 2 and item[2]):  # (its buffers' descriptors are closed)
+        raise error
+    from . import _host
+    from ._wire import PICKLED
+
+    fn_bytes, args_item, kwargs_item, _by_reference = item[1]
+    why = str(explain_import_refusal(error)).partition(":")[0]
+    reloaded: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] = _host.call(
+        RELOAD, tuple((name, why) for name in modules), (PICKLED, fn_bytes), args_item, kwargs_item
+    )
+    return reloaded
 
 
 def _run_batch(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -1519,6 +1546,8 @@ class Pool(_ExecutorFace):
         task of a module-level function costs no pickling on either side.
         """
         name = by_reference(fn)
+        if name is not None and by_value_modules and name[0] in by_value_modules:
+            name = None  # isolates refuse its module: by value (see _fallback.py)
         fn_bytes = None if name is None else self._functions.get(name)
         if fn_bytes is None:
             fn_bytes = encode(fn, "function")[1]

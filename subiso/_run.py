@@ -13,9 +13,9 @@ from __future__ import annotations
 from time import perf_counter as _perf_counter
 from typing import NamedTuple, cast
 
-from . import _backend
+from . import _backend, _fallback
 from ._drive import PAUSE, drive, drive_async
-from ._exceptions import BrokenIsolateError, IsolateSpawnError
+from ._exceptions import BrokenIsolateError, IsolateSpawnError, SubinterpreterImportError
 from ._hub import Acquire, answer_item, answer_item_async, check_isolation, replenish
 from ._pickling import StreamDecoder
 from ._ports import ReceivePort, SendPort
@@ -67,10 +67,38 @@ def _running(
     debug_name: str | None,
     isolation: str,
 ) -> Generator[Any, Any, Any]:
-    """The conversation of one ``run``: start the call, then take its result."""
+    """The conversation of one ``run``: start the call, then take its
+    result; once more, by value, if isolates refuse a module it names."""
     check_isolation(isolation)
     if not callable(fn):
         raise TypeError(f"{fn!r} is not callable")
+    try:
+        return (yield from _calling(fn, args, kwargs, debug_name, isolation))
+    except SubinterpreterImportError:
+        if not (yield from refused_by_isolates((fn, args, kwargs), isolation)):
+            raise
+    return (yield from _calling(fn, args, kwargs, debug_name, isolation))
+
+
+def refused_by_isolates(payload: object, isolation: str) -> Generator[Any, Any, bool]:
+    """Whether isolates of this kind refuse to import a module that
+    ``payload`` names by reference: each such module, probed once per
+    process in a fresh isolate, travels by value from now on (_fallback.py)."""
+    modules = _fallback.unprobed_modules(payload)
+    if not modules:
+        return False
+    refused = yield from _calling(_fallback.probe, (modules,), {}, "probe", isolation)
+    return _fallback.learn(refused, modules)
+
+
+def _calling(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    debug_name: str | None,
+    isolation: str,
+) -> Generator[Any, Any, Any]:
+    """One call in a fresh isolate: start it, then take its result."""
     # Once the isolate has answered, a spare is warmed in its place: only
     # after this call is done with, since starting one takes the main
     # interpreter's GIL, which the call's last steps need too.
@@ -79,7 +107,15 @@ def _running(
         with ReceivePort() as reply:
             terminate = Capability()
             job = start_item(
-                Start("run", debug_name, None, terminate, reply.send_port, None, (fn, args, kwargs))
+                Start(
+                    "run",
+                    debug_name,
+                    None,
+                    terminate,
+                    reply.send_port,
+                    None,
+                    (_fallback.for_isolates(fn), args, kwargs),
+                )
             )
             control = yield Acquire(isolation, debug_name if type(debug_name) is str else None)
             try:

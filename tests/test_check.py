@@ -40,6 +40,7 @@ def test_a_module_that_loads_isolated():
         "status": "isolated",
         "version": "stdlib",
         "error": None,
+        "lost": [],
     }
 
 
@@ -62,6 +63,7 @@ def test_modules_that_do_not_load_say_why():
         "status": "fails",
         "version": None,
         "error": "ImportError: main_only loads only in the main interpreter",
+        "lost": [],
     }
 
 
@@ -82,9 +84,9 @@ def test_the_words_and_the_table():
     ]
     table = check("--markdown", "json").stdout.splitlines()
     assert table == [
-        "| module | version | in an isolate |",
-        "|---|---|---|",
-        "| json | stdlib | loads isolated |",
+        "| module | version | in an isolate | C extensions lost in an isolate |",
+        "|---|---|---|---|",
+        "| json | stdlib | loads isolated |  |",
     ]
 
 
@@ -93,3 +95,20 @@ def test_usage():
         [sys.executable, "-m", "subiso"], capture_output=True, text=True, timeout=T, check=False
     )
     assert done.returncode == 2 and "usage: python -m subiso check" in done.stderr
+
+
+def test_lost_accelerators_are_named():
+    # msgpack and PyYAML load in an isolate without their C extensions
+    # (msgpack.fallback, pure-Python YAML): a decode many times slower.
+    pytest.importorskip("msgpack")
+    pytest.importorskip("yaml")
+    status, found = findings("msgpack", "yaml")
+    assert status == 1  # not all load isolated with what they load in main
+    assert found["msgpack"]["status"] == "isolated"
+    (lost,) = found["msgpack"]["lost"]
+    assert lost["module"] == "msgpack._cmsgpack"
+    assert "does not support loading in subinterpreters" in lost["error"]
+    assert "yaml._yaml" in [one["module"] for one in found["yaml"]["lost"]]
+    said = check("msgpack").stdout
+    assert said.startswith("msgpack ")
+    assert ": loads isolated, without its C extension msgpack._cmsgpack (refused: " in said

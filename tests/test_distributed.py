@@ -70,6 +70,15 @@ def test_results_and_where_tasks_ran(pool):
     assert interpreter != 0, "ran in the main interpreter, not an isolate"
 
 
+def test_a_task_whose_module_imports_dask_distributed(pool):
+    # dask.distributed imports psutil, whose C extension isolates refuse:
+    # the task travels by value, and only what it uses must load.
+    import imports_dask
+
+    assert pool.submit(imports_dask.square, 7).result(timeout=T) == 49
+    assert list(pool.map(imports_dask.square, range(4))) == [0, 1, 4, 9]
+
+
 def test_map_buffersize_reads_an_endless_input_lazily(pool):
     pulled = []
 
