@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import inner
 import pyperf
 
 import subiso
@@ -109,8 +110,8 @@ if __name__ == "__main__":
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0]
     subiso.host.register("nothing", lambda: None)
-    runner.bench_time_func("kill(IMMEDIATE) of a busy loop until joined", bench_kill)
-    runner.bench_time_func("ping round trip", bench_ping)
-    runner.bench_time_func("name lookup, main isolate", bench_lookup_main)
-    runner.bench_time_func("name lookup, from an isolate", bench_lookup_isolate)
-    runner.bench_time_func("host.call round trip, from an isolate", bench_host_call)
+    inner.add(runner, "kill(IMMEDIATE) of a busy loop until joined", bench_kill, 4)
+    inner.add(runner, "ping round trip", bench_ping, 1024)
+    inner.add(runner, "name lookup, main isolate", bench_lookup_main, 65536)
+    inner.add(runner, "name lookup, from an isolate", bench_lookup_isolate, 256)
+    inner.add(runner, "host.call round trip, from an isolate", bench_host_call, 256)

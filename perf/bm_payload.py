@@ -20,6 +20,7 @@ from pathlib import Path
 import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
+import inner
 import tasks
 
 import subiso
@@ -31,6 +32,8 @@ SIZES = {
     "8 MiB": 8 << 20,
     "64 MiB": 64 << 20,
 }
+# Round trips per pyperf loop, by size (see inner.py).
+PER_LOOP = {"1 KiB": 256, "64 KiB": 128, "1 MiB": 16, "8 MiB": 2, "64 MiB": 1}
 
 
 def graph(size: int) -> list[dict[str, object]]:
@@ -123,13 +126,19 @@ if __name__ == "__main__":
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0]
     for label, size in SIZES.items():
-        runner.bench_time_func(
-            f"echo {label} bytes, subiso port", bench_message(lambda size=size: bytes(size))
+        n = PER_LOOP[label]
+        inner.add(
+            runner,
+            f"echo {label} bytes, subiso port",
+            bench_message(lambda size=size: bytes(size)),
+            n,
         )
-        runner.bench_time_func(
+        inner.add(
+            runner,
             f"echo {label} object graph, subiso port",
             bench_message(lambda size=size: graph(size)),
+            n,
         )
-        runner.bench_time_func(f"echo {label} TransferableBuffer", bench_transferable(size))
-        runner.bench_time_func(f"echo {label} bytes, mp Pipe", bench_pipe(size))
-        runner.bench_time_func(f"echo {label} bytes, ProcessPool", bench_process_pool(size))
+        inner.add(runner, f"echo {label} TransferableBuffer", bench_transferable(size), n)
+        inner.add(runner, f"echo {label} bytes, mp Pipe", bench_pipe(size), n)
+        inner.add(runner, f"echo {label} bytes, ProcessPool", bench_process_pool(size), n)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
+import inner
 import peers
 import tasks
 
@@ -81,6 +82,7 @@ if __name__ == "__main__":
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0]
     runner.metadata["message"] = repr(MESSAGE)
-    runner.bench_time_func("pingpong subiso port", bench_subiso)
-    runner.bench_time_func("pingpong mp Pipe (forkserver)", bench_pipe)
-    runner.bench_time_func(f"pingpong {peers.INTERPRETER_QUEUE}", bench_interpreter_queue)
+    inner.add(runner, "pingpong subiso port", bench_subiso, 4096)
+    inner.add(runner, "pingpong mp Pipe (forkserver)", bench_pipe, 1024)
+    # It polls with a 10 ms sleep: a round trip takes about that long.
+    inner.add(runner, f"pingpong {peers.INTERPRETER_QUEUE}", bench_interpreter_queue, 4)

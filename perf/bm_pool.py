@@ -29,6 +29,7 @@ from pathlib import Path
 import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
+import inner
 import peers
 import tasks
 
@@ -39,6 +40,8 @@ MAP_ITEMS = 20_000
 ANYIO_MAP_ITEMS = 5_000
 CPU_TASKS = 8
 ECHO_BYTES = 8 << 20
+# Operations per pyperf loop (see inner.py): round trips, maps, CPU batches, echoes.
+PER_LOOP = {"round trip": 256, "map": 1, "cpu": 1, "echo": 4}
 
 
 PEERS = {
@@ -177,18 +180,25 @@ if __name__ == "__main__":
     runner.metadata["map_items"] = str(MAP_ITEMS)
     runner.metadata["cpu_tasks"] = str(CPU_TASKS)
     runner.metadata["echo_bytes"] = str(ECHO_BYTES)
-    runner.bench_time_func("cpu: serial", cpu_serial)
+    inner.add(runner, "cpu: serial", cpu_serial, PER_LOOP["cpu"])
     for name, make in PEERS.items():
-        runner.bench_time_func(f"round trip: {name}", round_trip(make))
-        runner.bench_time_func(f"map chunksize 1: {name}", tiny_map(make, 1))
-        runner.bench_time_func(f"map chunksize 64: {name}", tiny_map(make, 64))
-        runner.bench_time_func(f"cpu: {name}", cpu_bound(make))
-        runner.bench_time_func(f"echo 8 MiB: {name}", echo(make))
+        inner.add(runner, f"round trip: {name}", round_trip(make), PER_LOOP["round trip"])
+        inner.add(runner, f"map chunksize 1: {name}", tiny_map(make, 1), PER_LOOP["map"])
+        inner.add(runner, f"map chunksize 64: {name}", tiny_map(make, 64), PER_LOOP["map"])
+        inner.add(runner, f"cpu: {name}", cpu_bound(make), PER_LOOP["cpu"])
+        inner.add(runner, f"echo 8 MiB: {name}", echo(make), PER_LOOP["echo"])
     # Last, so that a master that skips them numbers the others as its workers do.
     if problem is None:
-        runner.bench_time_func(f"round trip: {peers.ANYIO}", _anyio(_anyio_round_trip))
-        runner.bench_time_func(
+        inner.add(
+            runner,
+            f"round trip: {peers.ANYIO}",
+            _anyio(_anyio_round_trip),
+            PER_LOOP["round trip"],
+        )
+        inner.add(
+            runner,
             f"map chunksize 1: {peers.ANYIO}",
             _anyio(_anyio_tiny_map),
+            PER_LOOP["map"],
             metadata={"map_items": str(ANYIO_MAP_ITEMS)},
         )

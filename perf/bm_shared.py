@@ -23,6 +23,7 @@ from pathlib import Path
 import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
+import inner
 import peers
 import tasks
 
@@ -38,6 +39,11 @@ SIZES = {
 # The InterpreterPoolExecutor pickles its arguments and results: 64 MiB took
 # 2.2 s a round trip on 3.13's backport, and 1 GiB did not finish in 20 min.
 INTERPRETER_POOL_MAX = 64 << 20
+
+# Round trips per pyperf loop (see inner.py): a buffer sent by reference
+# costs the same at every size; bytes are copied each way.
+BY_REFERENCE_PER_LOOP = 64
+BYTES_PER_LOOP = {"1 KiB": 64, "1 MiB": 4, "64 MiB": 1, "1 GiB": 1}
 
 
 def _round_trips(pool, make_payload, loops: int) -> float:
@@ -86,24 +92,42 @@ def bench_shared_memory(size: int):
 if __name__ == "__main__":
     runner = pyperf.Runner()
     runner.metadata["description"] = __doc__.splitlines()[0]
-    runner.bench_time_func("share: tiny message (None), subiso.Pool", bench_subiso(lambda: None))
+    by_reference = BY_REFERENCE_PER_LOOP
+    inner.add(
+        runner,
+        "share: tiny message (None), subiso.Pool",
+        bench_subiso(lambda: None),
+        by_reference,
+    )
     for label, size in SIZES.items():
-        runner.bench_time_func(
+        inner.add(
+            runner,
             f"share {label}: SharedBuffer, subiso.Pool",
             bench_subiso(lambda size=size: subiso.SharedBuffer(bytes(size))),
+            by_reference,
         )
-        runner.bench_time_func(
+        inner.add(
+            runner,
             f"share {label}: TransferableBuffer, subiso.Pool",
             bench_subiso(lambda size=size: subiso.TransferableBuffer(bytes(size))),
+            by_reference,
         )
-        runner.bench_time_func(
-            f"share {label}: bytes, subiso.Pool", bench_subiso(lambda size=size: bytes(size))
+        inner.add(
+            runner,
+            f"share {label}: bytes, subiso.Pool",
+            bench_subiso(lambda size=size: bytes(size)),
+            BYTES_PER_LOOP[label],
         )
-        runner.bench_time_func(
+        inner.add(
+            runner,
             f"share {label}: shared_memory by name, ProcessPool (forkserver)",
             bench_shared_memory(size),
+            by_reference,
         )
         if size <= INTERPRETER_POOL_MAX:
-            runner.bench_time_func(
-                f"share {label}: bytes, {peers.INTERPRETER_POOL}", bench_interpreter_pool(size)
+            inner.add(
+                runner,
+                f"share {label}: bytes, {peers.INTERPRETER_POOL}",
+                bench_interpreter_pool(size),
+                BYTES_PER_LOOP[label],
             )

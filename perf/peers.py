@@ -59,20 +59,38 @@ class QueueEcho:
 
         self.to_worker, self.from_worker = create_queue(), create_queue()
         self._interp = interpreters.create()
-        code = (
+        self._thread = threading.Thread(target=self._interp.exec, args=(self._code(),))
+        self._thread.start()
+        return self
+
+    def _code(self) -> str:
+        return (
             f"from {_QUEUE_MODULE} import Queue\n"
             f"inq, outq = Queue({self.to_worker.id}), Queue({self.from_worker.id})\n"
             "while (m := inq.get()) is not None:\n"
             "    outq.put(m)\n"
         )
-        self._thread = threading.Thread(target=self._interp.exec, args=(code,))
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc) -> None:
         self.to_worker.put(None)
         self._thread.join()
         self._interp.close()
+
+
+class QueueProducer(QueueEcho):
+    """An interpreter that, for each count it gets from one queue, puts that
+    many sensor readings ``(i, f"sensor-{i % 100}", float(i))`` on another,
+    then None; it ends at None."""
+
+    def _code(self) -> str:
+        return (
+            f"from {_QUEUE_MODULE} import Queue\n"
+            f"inq, outq = Queue({self.to_worker.id}), Queue({self.from_worker.id})\n"
+            "while (count := inq.get()) is not None:\n"
+            "    for i in range(count):\n"
+            "        outq.put((i, f'sensor-{i % 100}', float(i)))\n"
+            "    outq.put(None)\n"
+        )
 
 
 _ANYIO_PROBE = """

@@ -39,6 +39,10 @@ PRESETS = {
         "bm_distributed": [],
         "bm_jank": ["--repeat", "3"],
         "bm_service": ["--rounds", "3"],
+        "bm_stream": ["--processes", "2", "--values", "2", "--warmups", "1"],
+        "bm_batch": ["--rounds", "3"],
+        "bm_coldstart": ["--runs", "10"],
+        "bm_wire_memory": ["--quick"],
     },
     "full": {
         "bm_pingpong": ["--rigorous"],
@@ -52,6 +56,10 @@ PRESETS = {
         "bm_distributed": [],
         "bm_jank": ["--repeat", "10"],
         "bm_service": ["--rounds", "7"],
+        "bm_stream": ["--rigorous"],
+        "bm_batch": ["--rounds", "7"],
+        "bm_coldstart": ["--runs", "30"],
+        "bm_wire_memory": [],
     },
 }
 
@@ -72,10 +80,15 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
             "bm_shared_memory",
             "bm_distributed",
             "bm_service",
+            "bm_batch",
+            "bm_coldstart",
+            "bm_wire_memory",
         ):
             # Peers' worker interpreters and processes import the task module from here.
             command += ["--quiet", "--inherit-environ", "PYTHONPATH"]
-        env = dict(os.environ, PYTHONPATH=str(HERE))
+        # The task modules are imported from here; a subiso given on PYTHONPATH comes first.
+        path = [os.environ.get("PYTHONPATH", ""), str(HERE)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
         subprocess.run(command, check=True, cwd=HERE, env=env)
         suites[name] = pyperf.BenchmarkSuite.load(str(output))
     print(f"done in {time.monotonic() - began:.0f} s", flush=True)
@@ -151,6 +164,8 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
         "jank": {},
         "share": {},
         "share memory": {},
+        "applications": {},
+        "wire memory": {},
     }
 
     pp = _median(suites, "bm_pingpong", "pingpong subiso port")
@@ -403,6 +418,15 @@ def build_table(suites) -> tuple[list[tuple[str, str, str, str]], dict]:
     deferred = jank[ways[4]]
     rows.append(("jank: caller defers GC (README)", _us(deferred[0]), "", ""))
     rows += _service_rows(suites)
+    # Application benchmarks (results from before they existed lack them).
+    for suite, rows_of in (
+        ("bm_stream", _stream_rows),
+        ("bm_batch", _batch_rows),
+        ("bm_coldstart", _coldstart_rows),
+        ("bm_wire_memory", _wire_memory_rows),
+    ):
+        if suite in suites:
+            rows += rows_of(suites, chart)
     return rows, chart
 
 
@@ -461,6 +485,181 @@ def _service_rows(suites) -> list[tuple[str, ...]]:
         peer, ratio = cells[i] if i < len(cells) else ("", "")
         rows.append((question if i == 0 else "", mine[i] if i < len(mine) else "", peer, ratio))
     return rows
+
+
+def _faster(theirs: float, ours: float) -> str:
+    """How our time compares with theirs, in words."""
+    if theirs >= ours:
+        return f"{theirs / ours:,.2f}x faster"
+    return f"{ours / theirs:,.2f}x slower"
+
+
+def _smaller(theirs: float, ours: float) -> str:
+    """How our size compares with theirs, in words."""
+    if theirs >= ours:
+        return f"{theirs / ours:,.2f}x less"
+    return f"{ours / theirs:,.2f}x more"
+
+
+def _stream_rows(suites, chart) -> list[tuple[str, ...]]:
+    """The stream, isolate to main: seconds per stream against each peer's."""
+    suite = suites["bm_stream"]
+    messages = int(suite.get_metadata().get("messages", 100_000))
+    prefix = f"stream {messages:,}: "
+    ours = _median(suites, "bm_stream", f"{prefix}subiso port")
+    cells = []
+    for peer in _peers(suites, "bm_stream", prefix, "subiso port"):
+        theirs = _median(suites, "bm_stream", f"{prefix}{peer}")
+        cells.append((f"{peer} {_us(theirs)}", _faster(theirs, ours)))
+        if peer.startswith("mp Pipe"):
+            chart["applications"]["stream vs Pipe"] = theirs / ours
+        elif peer.startswith(INTERPRETER_PEERS):
+            chart["applications"][f"stream vs {peer.split(' (')[0]}"] = theirs / ours
+    question = f"stream: {messages:,} messages, isolate to main"
+    return _rows(question, f"{_us(ours)} ({messages / ours:,.0f}/s)", cells)
+
+
+def _spread(values: list[float], show) -> str:
+    """min / median / max."""
+    return " / ".join(show(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def _batch_rows(suites, chart) -> list[tuple[str, ...]]:
+    """The batch: map time and peak PSS of the process tree, against each peer's."""
+    suite = suites["bm_batch"]
+    meta = suite.get_benchmarks()[0].get_metadata()
+    ways = [
+        name.removeprefix("batch ").removesuffix(": map seconds")
+        for name in suite.get_benchmark_names()
+        if name.endswith(": map seconds")
+    ]
+    ours = next(way for way in ways if way.startswith("subiso"))
+    rows: list[tuple[str, ...]] = []
+    for key, question, show, compare in (
+        ("map seconds", "map time", lambda v: f"{v:.2f}", _faster),
+        ("peak PSS", "peak PSS, process tree", lambda v: f"{v / 1e6:,.0f}", _smaller),
+    ):
+        unit = " s" if key == "map seconds" else " MB"
+        mine = _values(suites, "bm_batch", f"batch {ours}: {key}")
+        cells = []
+        for way in ways:
+            if way == ours:
+                continue
+            theirs = _values(suites, "bm_batch", f"batch {way}: {key}")
+            median, our_median = statistics.median(theirs), statistics.median(mine)
+            cells.append((f"{way} {_spread(theirs, show)}{unit}", compare(median, our_median)))
+            what = "time" if key == "map seconds" else "PSS"
+            chart["applications"][f"batch {what} vs {way.split(' (')[0]}"] = median / our_median
+        title = f"batch, {meta['chunks']:,} log chunks: {question}"
+        if key == "map seconds":
+            title += " (min / median / max)"
+        rows += _rows(title, f"{ours} {_spread(mine, show)}{unit}", cells)
+    return rows
+
+
+def _coldstart_rows(suites, chart) -> list[tuple[str, ...]]:
+    """Cold start to the first result: p50 / p90 of subiso's ways and the peers'."""
+    suite = suites["bm_coldstart"]
+    names = suite.get_benchmark_names()
+    ways = [
+        name.removeprefix("cold start ").removesuffix(": to first result")
+        for name in names
+        if name.endswith(": to first result")
+    ]
+    floor = next((n for n in names if "does nothing" in n), None)
+
+    def values(way: str, what: str = "to first result") -> list[float]:
+        return _values(suites, "bm_coldstart", f"cold start {way}: {what}")
+
+    def p50_p90(values: list[float]) -> str:
+        return f"{_us(_percentile(values, 0.5))} / {_us(_percentile(values, 0.9))}"
+
+    rows: list[tuple[str, ...]] = []
+    for ours in (way for way in ways if way.startswith("subiso")):
+        mine = _percentile(values(ours), 0.5)
+        cells = []
+        for way in ways:
+            if way.startswith("subiso"):
+                continue
+            theirs = _percentile(values(way), 0.5)
+            cells.append((f"{way} {p50_p90(values(way))}", _faster(theirs, mine)))
+            if ours.startswith("subiso.Pool"):
+                chart["applications"][f"cold start vs {way.split('(')[0]}"] = theirs / mine
+        rows += _rows(f"cold start to 1st result p50/p90: {ours}", p50_p90(values(ours)), cells)
+        rows.append(("", f"process wall {p50_p90(values(ours, 'process wall time'))}", "", ""))
+    if floor is not None:
+        nothing = _percentile(_values(suites, "bm_coldstart", floor), 0.5)
+        rows.append(("", "", f"a process that does nothing {_us(nothing)}", ""))
+    return rows
+
+
+# Short labels of bm_wire_memory's patterns.
+WIRE_PATTERNS = {
+    "stream to an exiting sender": "exiting sender",
+    "stream from a waiting sender": "waiting sender",
+    "main streams to an isolate": "main to an isolate",
+    "Agent under many updates": "Agent updates",
+}
+
+
+def _wire_memory_rows(suites, chart) -> list[tuple[str, ...]]:
+    """What streams leave in the process, against the targets."""
+    suite = suites["bm_wire_memory"]
+    meta = suite.get_benchmarks()[0].get_metadata()
+    mib, kib = 1 << 20, 1 << 10
+
+    def value(bench) -> float:
+        raw = bench.get_metadata().get("raw_values")
+        return statistics.median(
+            [float(v) for v in raw.split(", ")] if raw else list(bench.get_values())
+        )
+
+    figures = {b.get_name().removeprefix("wire memory: "): value(b) for b in suite.get_benchmarks()}
+    rows: list[tuple[str, ...]] = []
+    backlog = next((n for n in figures if n.startswith("backlog")), None)
+    if backlog is not None:
+        size = backlog.split()[2]
+        target = f"target < {meta['target_backlog_bytes'] / mib:.0f} MiB (300,000)"
+        rows.append(
+            (f"memory kept: {size} backlog, sender waits", _mib(figures[backlog]), target, "")
+        )
+        chart["wire memory"][f"backlog of {size}, MiB"] = figures[backlog] / mib
+    target = f"target < {meta['target_per_10k_bytes'] / kib:.0f} KiB (3.14+)"
+    for pattern, label in WIRE_PATTERNS.items():
+        name = next((n for n in figures if n.startswith(f"{pattern}, RSS kept per ")), None)
+        if name is None:
+            continue
+        count = int(name.rsplit(" per ", 1)[1].split()[0].replace(",", ""))
+        per_10k = figures[name] * 10_000 / count
+        question = f"memory kept per 10,000 messages: {label}"
+        rows.append((question, f"{per_10k / kib:,.0f} KiB", target, ""))
+        chart["wire memory"][label] = per_10k / kib
+    alone = next((n for n in figures if n.startswith("an isolate alone, RSS kept per")), None)
+    if alone is not None:
+        question = "memory kept per isolate (spawn, 1 message, exit)"
+        rows.append((question, f"{figures[alone] / kib:,.0f} KiB", "", ""))
+    sensors = next((n for n in figures if n.endswith("sensor readings, RSS peak")), None)
+    if sensors is not None:
+        count = sensors.split()[0]
+        kept = figures[sensors.replace("RSS peak", "RSS kept after join, close and collect")]
+        rows.append(
+            (
+                f"memory: {count} readings read as they come",
+                f"peak {_mib(figures[sensors])}",
+                f"kept after join+close+collect {_mib(kept)}",
+                "",
+            )
+        )
+    stress = next((n for n in figures if n.startswith("stress harness")), None)
+    if stress is not None:
+        seconds = stress.split(", ")[1]
+        peak = figures[f"stress harness, {seconds}, RSS growth at its peak"]
+        rows.append((f"memory: stress harness {seconds}, RSS growth", _mib(peak), "", ""))
+    return rows
+
+
+def _mib(value: float) -> str:
+    return f"{value / (1 << 20):,.1f} MiB"
 
 
 def _share_rows(suites, chart) -> list[tuple[str, ...]]:
@@ -532,13 +731,25 @@ def draw(chart, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
-    fig, axes = plt.subplots(3, 2, figsize=(17, 16))
-    for ax, key, against, heading in (
+    rows = 4 if chart.get("applications") or chart.get("wire memory") else 3
+    fig, axes = plt.subplots(rows, 2, figsize=(17, 5.4 * rows))
+    panels = [
         (axes[0][0], "speedups", "the process peer", "Speed against processes"),
         (axes[0][1], "interpreters", "the peer", "Speed against other subinterpreter peers"),
-    ):
-        names = list(chart[key])
+    ]
+    if rows == 4:
+        panels.append(
+            (
+                axes[3][0],
+                "applications",
+                "the peer (time; PSS: theirs / ours)",
+                "Programs: stream, batch, cold start",
+            )
+        )
+    for ax, key, against, heading in panels:
+        names = list(chart.get(key, {}))
         values = [chart[key][n] for n in names]
         bars = ax.barh(names, values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
         ax.axvline(1, color="black", linewidth=0.8)
@@ -546,9 +757,16 @@ def draw(chart, path: Path, title: str) -> None:
         if values:
             ax.set_xlim(right=max(*values, 1) * 4)  # room for the labels
         ax.set_xlabel(f"subiso speedup over {against} (log; >1 is better)")
-        ax.bar_label(bars, labels=[f"{v:,.{1 if v >= 0.1 else 2}f}x" for v in values], padding=3)
+        digits = 2 if key == "applications" else 1  # applications: ratios near 1
+        ax.bar_label(
+            bars, labels=[f"{v:,.{digits if v >= 0.1 else 2}f}x" for v in values], padding=3
+        )
         ax.invert_yaxis()
         ax.set_title(heading)
+        if key == "applications":  # ratios near 1: label the ticks plainly
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=2))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
     ax = axes[1][0]
     sizes = list(chart["payload"])
@@ -606,8 +824,29 @@ def draw(chart, path: Path, title: str) -> None:
     ax.invert_yaxis()
     ax.set_title("Memory: 8 workers each reading one table")
 
+    if rows == 4:
+        ax = axes[3][1]
+        kept = chart.get("wire memory", {})
+        patterns = [p for p in kept if not p.startswith("backlog")]
+        backlog = next((p for p in kept if p.startswith("backlog")), None)
+        values = [kept[p] for p in patterns]
+        bars = ax.barh(
+            patterns, values, color=["#2a9d8f" if v < 100 else "#e76f51" for v in values]
+        )
+        ax.bar_label(bars, labels=[f"{v:,.0f} KiB" for v in values], padding=3)
+        ax.axvline(100, color="red", linestyle="--", linewidth=0.8, label="target (3.14+)")
+        ax.set_xlim(right=max([*values, 100]) * 1.3)
+        ax.set_xlabel("RSS kept per 10,000 messages, KiB (smaller is better)")
+        ax.invert_yaxis()
+        ax.legend(fontsize=8)
+        heading = "Memory a stream leaves behind"
+        if backlog is not None:
+            size = backlog.split()[2].rstrip(",")
+            heading += f"\n(a {size} backlog keeps {kept[backlog]:,.0f} MiB; target < 20)"
+        ax.set_title(heading)
+
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # below the title
     fig.savefig(path, dpi=110)
 
 
@@ -618,7 +857,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.report_only:
         suites = {
-            n: pyperf.BenchmarkSuite.load(str(RESULTS / f"{n}.json")) for n in PRESETS["default"]
+            n: pyperf.BenchmarkSuite.load(str(RESULTS / f"{n}.json"))
+            for n in PRESETS["default"]
+            if (RESULTS / f"{n}.json").exists()
         }
     else:
         suites = run_all("full" if args.full else "default")

@@ -130,3 +130,72 @@ def render(text: str) -> str:
     return json.dumps(
         {"version": catalogue["version"], "count": len(products), "products": products}
     )
+
+
+# The batch benchmark's log lines: "<epoch seconds> <LEVEL> [<service>] <METHOD>
+# <path> <status> <latency>ms user=<name>", parsed with this pattern.
+LOG_LINE = (
+    r"^(?P<time>\d+\.\d{3}) (?P<level>[A-Z]+) \[(?P<service>[\w-]+)\] (?P<method>[A-Z]+) "
+    r"(?P<path>\S+) (?P<status>\d{3}) (?P<latency>\d+\.\d)ms user=(?P<user>\w+)$"
+)
+
+
+def log_chunks(count: int, size: int, seed: int = 0) -> list[str]:
+    """``count`` chunks of synthetic log text of about ``size`` characters
+    each, the same for a given seed (lines drawn from 4,096 seeded ones,
+    each with its own timestamp)."""
+    import random
+
+    rng = random.Random(seed)
+    levels = ("INFO",) * 16 + ("DEBUG",) * 6 + ("WARNING",) * 3 + ("ERROR",)
+    services = ("auth", "billing", "catalog", "search", "cart", "gateway", "mail-out")
+    methods = ("GET",) * 6 + ("POST", "POST", "PUT", "DELETE")
+    resources = ("items", "users", "orders", "sessions", "invoices", "carts")
+    statuses = ("200",) * 20 + ("201", "204", "301", "304", "400", "401", "404", "500", "503")
+    bodies = [
+        f"{rng.choice(levels)} [{rng.choice(services)}] {rng.choice(methods)} "
+        f"/api/v1/{rng.choice(resources)}/{rng.randrange(100_000)} {rng.choice(statuses)} "
+        f"{rng.uniform(0.2, 900):.1f}ms user=user{rng.randrange(5_000)}"
+        for _ in range(4096)
+    ]
+    start = 1_796_000_000.0 + seed
+    chunks, line = [], 0
+    for _ in range(count):
+        lines, length = [], 0
+        while length < size:
+            text = f"{start + line * 0.037:.3f} {bodies[(line * 2_654_435_761) % 4096]}\n"
+            lines.append(text)
+            length += len(text)
+            line += 1
+        chunks.append("".join(lines))
+    return chunks
+
+
+def analyse_log(chunk: str) -> tuple[int, int, float, str, int]:
+    """A batch task: parse a chunk's lines (stdlib ``re``), count the errors
+    and sum the latencies, hash it (SHA-256) and compress it (zlib).
+    Returns (lines, server errors, total latency ms, digest, compressed size)."""
+    import hashlib
+    import re
+    import zlib
+
+    lines = errors = 0
+    latency = 0.0
+    for match in re.finditer(LOG_LINE, chunk, re.MULTILINE):
+        lines += 1
+        if match["status"][0] == "5" or match["level"] == "ERROR":
+            errors += 1
+        latency += float(match["latency"])
+    data = chunk.encode()
+    return (
+        lines,
+        errors,
+        round(latency, 1),
+        hashlib.sha256(data).hexdigest(),
+        len(zlib.compress(data)),
+    )
+
+
+def analyse_logs(chunks: list[str]) -> list[tuple[int, int, float, str, int]]:
+    """A batch of ``analyse_log`` calls, for peers whose calls take one item."""
+    return [analyse_log(chunk) for chunk in chunks]
