@@ -47,7 +47,7 @@ def drive(conversation: Generator[Any, Any, Any]) -> Any:
             return done.value
         try:
             value, failed = step.wait(), False
-        except BaseException as error:
+        except BaseException as error:  # thrown into the conversation, which decides
             value, failed = error, True
 
 
@@ -62,7 +62,7 @@ async def drive_async(conversation: Generator[Any, Any, Any]) -> Any:
             return done.value
         try:
             value, failed = await step.wait_async(), False
-        except BaseException as error:
+        except BaseException as error:  # thrown into the conversation, which decides
             value, failed = error, True
 
 

@@ -108,7 +108,7 @@ def _serve(jobs: SimpleQueue[_Job]) -> None:
         job = jobs.get()
         try:
             _run(job)
-        except BaseException:
+        except BaseException:  # a service: one cleanup's failure is logged, the next runs
             _report(job)
         del job  # (what it held goes now, not when the next one comes)
 

@@ -85,10 +85,10 @@ def _run(body: tuple[Any, ...], reply: Any) -> None:
         name, args, kwargs = decode(body)
         result = _handler(name)(*args, **kwargs)
         item = encode(("ok", result), "result")
-    except BaseException as error:
+    except BaseException as error:  # whatever the handler raised is its caller's
         try:
             reply.send(("err", encode_exception(error)))
-        except BaseException:
+        except BaseException:  # (the caller is gone): logged, the worker serves on
             import logging
 
             logging.getLogger("subiso").exception("a host call could not answer its caller")

@@ -354,7 +354,7 @@ def _run_isolate(booted: _Booted) -> None:
                 },
             )
         error = _backend.interpreter_exec(booted.interp, BOOTSTRAP)
-    except BaseException as exc:
+    except BaseException as exc:  # the runner must still read the report and end its books
         error = f"{type(exc).__name__}: {exc}"
     report = _read_report(booted)
     _backend.queue_destroy(booted.report_qid)
@@ -640,7 +640,7 @@ class Hub:
             _finalize.start()
             while self._turn():
                 pass
-        except BaseException as error:
+        except BaseException as error:  # the safety net: every waiter hears of it
             self._break(error)
 
     def _turn(self) -> bool:
@@ -927,7 +927,7 @@ class Hub:
         self.broken = broken
         try:
             _log().error("the hub failed; requests to it fail from now on", exc_info=cause)
-        except BaseException:
+        except BaseException:  # (logging gone at exit): the waiters are failed all the same
             pass
         failure = ("err", encode_exception(broken))
         while self.mailbox:
@@ -941,7 +941,7 @@ class Hub:
             if item[0] != PLAIN:  # type: ignore[index]
                 try:
                     _request_head(item)[1].send(failure)  # type: ignore[arg-type]
-                except BaseException:
+                except BaseException:  # a request that cannot be answered: the next one can
                     pass
         # Isolates that ask from now on find the queue gone (see _Ask).
         _backend.queue_destroy(self.queue)
@@ -1118,13 +1118,13 @@ def _end_process_now(left: list[str]) -> None:
             "isolates in blocking calls (%s)",
             ", ".join(left),
         )
-    except BaseException:
+    except BaseException:  # the process ends next, said or not
         pass
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             if stream is not None:
                 stream.flush()
-        except BaseException:
+        except BaseException:  # a stream that cannot flush: the others still do
             pass
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.raise_signal(signal.SIGINT)
@@ -1153,7 +1153,7 @@ class Reaper:
             error = _backend.interpreter_exec(self.interp, reaper.BOOTSTRAP)
             if error is not None:
                 _log().error("the reaper failed: %s", error)
-        except BaseException:
+        except BaseException:  # the reaper's thread: logged, ports then destroy their own queues
             _log().exception("the reaper failed")
         finally:
             # From now on ports destroy their queues themselves; what was

@@ -78,7 +78,7 @@ def round_trips(error: BaseException) -> bytes | None:
         Pickler(buffer, PROTOCOL).dump(error)
         pickled = buffer.getvalue()
         _pickle.loads(pickled)
-    except BaseException:
+    except BaseException:  # the caller then sends the error as text and a traceback
         return None
     return pickled
 

@@ -329,7 +329,7 @@ def _worker_main(config: tuple[Any, ...]) -> None:
     if initializer is not None:
         try:
             initializer(*initargs)
-        except BaseException as error:
+        except BaseException as error:  # the user's: it goes to the pool, which breaks
             results._send_item((PLAIN, (_INIT_FAILED, index, encode_exception(error))))
             return
     inbox = ReceivePort("pool worker")
@@ -739,7 +739,7 @@ class _TaskCallbacks:
                 return
             try:
                 fn(future)
-            except BaseException:
+            except BaseException:  # logged, the next callback runs (as in the stdlib)
                 logging.getLogger("concurrent.futures").exception(
                     "exception calling callback for %r", future
                 )
@@ -1431,7 +1431,7 @@ def _collect(core: _Core) -> None:
     try:
         try:
             core.collect()
-        except BaseException as error:
+        except BaseException as error:  # the safety net: every unfinished task hears of it
             core.break_down(error)
     finally:
         core.callbacks.close()

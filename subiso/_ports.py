@@ -1058,7 +1058,7 @@ class _Port:
                         _Local.run_handler(handler, message)  # as user code
                     else:
                         handler(message)
-            except BaseException as error:
+            except BaseException as error:  # a handler's, to the excepthook; the loop serves on
                 _report(error)
 
     @_library

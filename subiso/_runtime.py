@@ -434,7 +434,7 @@ class Runtime:
             self.apply(load_request(item))  # type: ignore[arg-type]
         except IsolateKilled:
             raise  # on the isolate's thread, draining before an event
-        except BaseException:
+        except BaseException:  # one request this isolate cannot load or apply: logged, dropped
             import logging
 
             logging.getLogger("subiso").exception(
@@ -742,7 +742,7 @@ class Runtime:
             result = self.call_user(fn, *args, **kwargs)
         except (IsolateKilled, _IsolateExit):
             raise
-        except BaseException as error:
+        except BaseException as error:  # the work's own: it goes back to the caller
             reply.send(("err", encode_exception(error)))
             return
         if streamable(result):
@@ -752,7 +752,7 @@ class Runtime:
                 items = encode_stream(result)
                 header = next(items)
                 first = next(items, None)
-            except BaseException as error:
+            except BaseException as error:  # the result cannot travel: the caller hears why
                 reply.send(("err", encode_exception(error)))
                 return
             reply.send(("stream", header[1]))
@@ -763,7 +763,7 @@ class Runtime:
             return
         try:
             item = encode(("ok", result), "result")
-        except BaseException as error:
+        except BaseException as error:  # the result cannot travel: the caller hears why
             reply.send(("err", encode_exception(error)))
             return
         reply._send_item(item)
@@ -794,7 +794,7 @@ class Runtime:
             self.call_user(entry, message)  # what the entry returns is dropped, as in Dart
         except (IsolateKilled, _IsolateExit):
             raise
-        except BaseException as error:
+        except BaseException as error:  # an uncaught error: to the error listeners, as in Dart
             self.report_error(error)
         self.serve()
 
@@ -803,7 +803,7 @@ class Runtime:
             await entry(message)
         except (IsolateKilled, _IsolateExit):
             raise
-        except BaseException as error:
+        except BaseException as error:  # an uncaught error: to the error listeners, as in Dart
             self.report_error(error)
         await self.serve_async()
 
@@ -883,7 +883,7 @@ def _life(runtime: Runtime) -> None:
     except BaseException as error:  # a failure of the runtime itself: say it, then exit
         try:
             runtime.report_error(error)
-        except BaseException:
+        except BaseException:  # the last word: logged, and the teardown still runs
             import logging
 
             logging.getLogger("subiso").exception("an isolate could not report its failure")

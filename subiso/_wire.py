@@ -613,7 +613,7 @@ def decode_exception(payload: tuple[Any, ...]) -> BaseException:
         return remote
     try:
         error = _pickling().loads(pickled)
-    except BaseException:
+    except BaseException:  # its class does not load here: the RemoteError says what it was
         return remote
     if not isinstance(error, BaseException):
         return remote

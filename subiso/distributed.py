@@ -292,7 +292,7 @@ class ClusterPool(_ExecutorFace):
             return
         try:
             result = future.result()
-        except BaseException as error:
+        except BaseException as error:  # the task's outcome, whatever it is
             if type(error).__name__ == "KilledWorker":
                 error = BrokenIsolateError(f"the Dask worker running this task died: {error}")
             task.set_exception(error)
