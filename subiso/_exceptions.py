@@ -224,6 +224,20 @@ class IsolateExceptHookArgs:
         self.fatal = fatal
 
 
+def format_exception(error: BaseException) -> tuple[str, str]:
+    """(description, stack): the error's one line, and its whole traceback."""
+    import traceback
+
+    description = "".join(traceback.format_exception_only(type(error), error)).strip()
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return description, stack
+
+
+def describe_error(error: BaseException) -> list[str]:
+    """``[description, stack]``, as Dart hands errors to error listeners."""
+    return list(format_exception(explain_import_refusal(error)))
+
+
 def excepthook(args: IsolateExceptHookArgs, /) -> None:
     """Report an uncaught error that no error listener hears: to stderr.
 
@@ -231,8 +245,6 @@ def excepthook(args: IsolateExceptHookArgs, /) -> None:
     (``subiso.excepthook = hook``, in the main interpreter or in an
     isolate) to report elsewhere; ``subiso.__excepthook__`` keeps this one.
     """
-    from ._wire import describe_error
-
     where = f"isolate {args.isolate}" if args.isolate else "isolate"
     exits = ", which exits" if args.fatal else ""
     sys.stderr.write(f"Uncaught error in {where}{exits}:\n{describe_error(args.exc_value)[1]}")

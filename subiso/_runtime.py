@@ -30,14 +30,13 @@ from time import monotonic as _monotonic
 
 from . import _backend, _ports, _wire
 from ._backend import EMPTY
-from ._exceptions import report_uncaught
+from ._exceptions import describe_error, report_uncaught
 from ._ports import RawReceivePort, ReceivePort, SendPort, _Local, _Process
 from ._wire import (
     MIXED,
     PLAIN,
     Message,
     decode,
-    describe_error,
     encode,
     encode_exception,
     is_plain,

@@ -39,7 +39,7 @@ import sys
 from _functools import partial as _partial  # type: ignore[import-not-found]
 from _weakref import ref as _ref
 
-from ._exceptions import NotSendableError, RemoteError, explain_import_refusal
+from ._exceptions import NotSendableError, RemoteError, explain_import_refusal, format_exception
 
 TYPE_CHECKING = False  # typing costs an import in every fresh isolate
 
@@ -589,18 +589,10 @@ def load_owning(fds: tuple[int, ...], load: Callable[..., Any], *args: Any) -> A
 # -- exceptions ---------------------------------------------------------------
 
 
-def _format_exception(error: BaseException) -> tuple[str, str]:
-    import traceback
-
-    description = "".join(traceback.format_exception_only(type(error), error)).strip()
-    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return description, stack
-
-
 def encode_exception(error: BaseException) -> tuple[Any, ...]:
     """Encode an exception with its traceback text, for ``decode_exception``."""
     error = explain_import_refusal(error)
-    description, stack = _format_exception(error)
+    description, stack = format_exception(error)
     pickled = _pickling().round_trips(error)  # what cannot come back goes as text only
     return (description, stack, pickled)
 
@@ -619,11 +611,6 @@ def decode_exception(payload: tuple[Any, ...]) -> BaseException:
         return remote
     error.__cause__ = remote
     return error
-
-
-def describe_error(error: BaseException) -> list[str]:
-    """``[description, stack]``, as Dart hands errors to error listeners."""
-    return list(_format_exception(explain_import_refusal(error)))
 
 
 # -- streams of large lists and dicts -----------------------------------------
