@@ -140,18 +140,7 @@ def measure(way: str, chunks_count: int) -> dict:
 
 def ways() -> tuple[list[str], dict[str, str]]:
     """The ways this Python has, and why the others are left out."""
-    chosen = [POOL, PROCESS_POOL, THREAD_POOL]
-    skipped = {}
-    if peers.STDLIB:
-        chosen.append(peers.INTERPRETER_POOL)
-    else:
-        skipped[peers.INTERPRETER_POOL] = "measured on 3.14+ only"
-    problem = peers.anyio_problem()
-    if problem is None:
-        chosen.append(peers.ANYIO)
-    else:
-        skipped[peers.ANYIO] = problem
-    return chosen, skipped
+    return peers.with_interpreter_peers([POOL, PROCESS_POOL, THREAD_POOL])
 
 
 def _spread(values: list[float], show) -> str:

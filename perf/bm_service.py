@@ -29,12 +29,9 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,6 +40,7 @@ import pyperf
 
 sys.path.insert(0, str(Path(__file__).parent))
 import peers
+import procs
 import tasks
 
 HERE = Path(__file__).parent
@@ -241,42 +239,12 @@ def _measure(way: str) -> dict:
 
 def ways() -> tuple[list[str], dict[str, str]]:
     """The ways this Python has, and why the others are left out."""
-    chosen = [RUN_ASYNC, POOL, THREADS, PROCESS_POOL, THREAD_POOL]
-    skipped = {}
-    if peers.STDLIB:
-        chosen.append(peers.INTERPRETER_POOL)
-    else:
-        skipped[peers.INTERPRETER_POOL] = "measured on 3.14+ only"
-    problem = peers.anyio_problem()
-    if problem is None:
-        chosen.append(peers.ANYIO)
-    else:
-        skipped[peers.ANYIO] = problem
-    return chosen, skipped
+    return peers.with_interpreter_peers([RUN_ASYNC, POOL, THREADS, PROCESS_POOL, THREAD_POOL])
 
 
 def run_way(way: str) -> dict | None:
     """One way in a fresh process; None if it failed (its stderr shown)."""
-    path = [str(HERE), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "result.json"
-        command = [sys.executable, __file__, "--worker", way, "--result", str(out)]
-        try:
-            done = subprocess.run(
-                command, env=env, capture_output=True, text=True, timeout=WAY_TIMEOUT
-            )
-        except subprocess.TimeoutExpired as expired:
-            stderr = expired.stderr or ""
-            stderr = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-            print(f"  {way}: no answer within {WAY_TIMEOUT} s\n{stderr}", file=sys.stderr)
-            return None
-        if done.returncode != 0 or not out.exists():
-            print(f"  {way}: exited with status {done.returncode}\n{done.stderr}", file=sys.stderr)
-            return None
-        if done.stderr.strip():
-            print(f"  {way} said:\n{done.stderr.rstrip()}", file=sys.stderr)
-        return json.loads(out.read_text())
+    return procs.run_fresh(__file__, way, [], WAY_TIMEOUT)
 
 
 def _ms(seconds: float | None) -> str:

@@ -121,3 +121,20 @@ def anyio_problem() -> str | None:
         return None
     lines = probe.stderr.strip().splitlines()
     return lines[-1] if lines else f"the probe exited with status {probe.returncode}"
+
+
+def with_interpreter_peers(chosen: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``chosen``, then the stdlib's InterpreterPoolExecutor and anyio's
+    ``to_interpreter`` where this Python has them; why the others are left out."""
+    chosen = list(chosen)
+    skipped = {}
+    if STDLIB:
+        chosen.append(INTERPRETER_POOL)
+    else:
+        skipped[INTERPRETER_POOL] = "measured on 3.14+ only"
+    problem = anyio_problem()
+    if problem is None:
+        chosen.append(ANYIO)
+    else:
+        skipped[ANYIO] = problem
+    return chosen, skipped
