@@ -13,6 +13,7 @@ import marshal
 import os
 import threading
 
+import helpers
 import pytest
 import wire_helpers
 
@@ -186,7 +187,7 @@ def test_several_sender_threads_in_main():
 
 def test_a_kill_mid_stream_loses_nothing_sent_and_leaves_nothing():
     with subiso.ReceivePort() as port:
-        iso = subiso.Isolate.spawn(wire_helpers.stream_forever, port.send_port)
+        iso = subiso.Isolate.spawn(helpers.stream_forever, port.send_port)
         received = [port.receive(timeout=30) for _ in range(STREAM)]
         iso.kill(subiso.IMMEDIATE)
         assert iso.join(30)

@@ -71,13 +71,6 @@ def threads_stream(args):
     port.send(("done", window_state()))
 
 
-def stream_forever(port):
-    i = 0
-    while True:
-        port.send(i)
-        i += 1
-
-
 def buffers_stream(args):
     """Send ``count`` SharedBuffers (items that carry descriptors)."""
     import subiso
