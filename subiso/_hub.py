@@ -438,12 +438,17 @@ class Zombie:
     def received(self, counter_of: Callable[[int], Any]) -> bool:
         """Look again; True once nothing it sent waits on a queue.
 
-        ``counter_of(qid)`` is the consumer of the queue, if it counts what it
-        takes (``taken``) and wakes the hub when that reaches ``wake_at``.
-        Items are taken in order and the isolate puts no more, so its items
-        are gone once ``taken`` reaches what was taken plus what was waiting
-        at the first look. The count is read first: the ticket errs late,
-        never early.
+        ``counter_of(qid)`` is the consumer of the queue, if it counts its
+        takes: ``started`` before each look at the queue, ``taken`` after it
+        (found or not), and it wakes the hub when ``taken`` reaches
+        ``wake_at``. The ticket is ``started`` read after the queue's count,
+        plus that count: once ``taken`` reaches it, at least ``count`` takes
+        begun after the count are done, and in a FIFO queue the first
+        ``count`` of those took every item waiting then (or found it empty).
+        The isolate puts no more, so all of its items are gone. The ticket
+        errs late (a take cut short leaves ``taken`` behind), never early: a
+        take in flight at the look, its item gone and not yet counted, is
+        in ``started`` already.
 
         A queue posted to the reaper is done with only once it no longer
         exists: a get of the reaper's can still be inside CPython after the
@@ -461,7 +466,7 @@ class Zombie:
             if counter is None:
                 continue  # until the queue is seen empty
             if ticket < 0:
-                ticket = self.waiting[qid] = counter.taken + waiting
+                ticket = self.waiting[qid] = counter.started + waiting
             if ticket < counter.wake_at:
                 counter.wake_at = ticket
             if counter.taken >= ticket:  # also after the wake-up was set: none is lost
@@ -823,6 +828,12 @@ class Hub:
         if exited.mailbag:
             self.handed.append(Handed(exited.mailbag))
             _backend.queue_put(self.zombie_qid, 0)  # receivers that read wake the hub
+
+    @property
+    def started(self) -> int:
+        """Takes begun, as a port counts them (Zombie.received): the hub's
+        own, on the thread that looks, so none is in flight."""
+        return self.taken
 
     def _counter(self, qid: int) -> Any:
         """The consumer of a queue that counts what it takes, if there is one."""

@@ -726,8 +726,10 @@ class _Port:
         self._spin_max = _SPIN_MAX  # 0 for a receiver that must never spin
         self._handler: Callable[[Any], object] | None = None
         self._keepalive = False
-        # Items taken; the hub reaps an exited isolate that sent here once
-        # this reaches its ticket (_hub.Zombie), and sets wake_at to hear of it.
+        # Takes begun and takes done (each a look at the queue, found or not):
+        # the hub reaps an exited isolate that sent here once ``taken``
+        # reaches its ticket (_hub.Zombie), and sets wake_at to hear of it.
+        self.started = 0
         self.taken = 0
         self.wake_at = _NEVER
         # The asyncio loops watching this port, each with its awaiting
@@ -741,19 +743,26 @@ class _Port:
         return SendPort(self._qid, self._wfd, self._space)
 
     def _get(self) -> object:
+        # Counted before and after: an item that left the queue is in
+        # ``started`` already, where the hub's ticket counts it (_hub.Zombie).
+        self.started += 1
         try:
             item = get_item(self._qid)
         except _backend.QueueNotFoundError:  # closed by another thread meanwhile
+            self.taken += 1
             raise PortClosedError(f"{self!r} is closed") from None
+        self.taken = taken = self.taken + 1
         if item is not EMPTY:
             if self._space >= 0:
                 _backend.wake(self._space)  # room for a waiting sender
-            self.taken = taken = self.taken + 1
             if taken >= self.wake_at:
                 self.wake_at = _NEVER  # the hub sets it again if it still waits
                 _drained()
             elif not _backend.queue_count(self._qid):
                 _drained()
+        elif taken >= self.wake_at:
+            self.wake_at = _NEVER
+            _drained()
         return item
 
     # -- holding the waker ------------------------------------------------------

@@ -1299,14 +1299,39 @@ class Stress:
             hub.replenish()
             self.hub_module.settle(timeout)  # (until the spares asked for are warm)
 
+    def describe_handed(self, hub: Any) -> list[str]:
+        """The exited isolates' mailbag segments the hub still waits for:
+        where each stops, and the queue of the record it waits on."""
+        import struct
+
+        described = []
+        for each in list(hub.handed):
+            for fd, head, offset in list(each.segments):
+                try:
+                    header = os.pread(fd, 24, offset)
+                    size, _stamp, state, _, qid = struct.unpack("<IIIIQ", header)
+                    exists = self.backend.queue_exists(qid)
+                    count = self.backend.queue_count(qid) if exists else 0
+                    described.append(
+                        f"fd {fd} at {offset}/{head}: state {state}, size {size}, "
+                        f"queue {qid} exists={exists} count={count}"
+                    )
+                except OSError as error:
+                    described.append(f"fd {fd} at {offset}/{head}: {error}")
+        return described
+
     def leaks(self, base: dict[str, object]) -> list[str]:
         """What is not back to ``base`` (empty when all is)."""
+        from subiso._ports import _Process
+
         problems = []
         if not self.hub_module.settle(1):
             hub = self.current_hub()
             problems.append(
                 f"isolates left: live={len(hub.live)} spares={len(hub.spares)} "
-                f"warming={len(hub.warming)} zombies={len(hub.zombies)}"
+                f"warming={len(hub.warming)} zombies={len(hub.zombies)} "
+                f"ending={len(hub.ending)} reaping={len(_Process.reaping)} "
+                f"handed={self.describe_handed(hub)}"
             )
         hub = self.current_hub()
         ready = len(hub.spares) if hub else 0

@@ -346,3 +346,27 @@ def test_an_exited_isolate_outlives_the_reaper_s_work_on_a_queue_it_sent_to():
         _backend.wait_readable([], 0.001)
     assert not _backend.queue_exists(qid)
     assert zombie.received(lambda _: None)
+
+
+def test_a_take_in_flight_when_the_hub_counts_does_not_reap_the_sender_early():
+    """A receiver takes an item off the queue, then counts it. If the hub
+    draws its ticket in between (the item gone from the queue, not yet
+    counted), a ticket of taken + waiting comes one short: the sender was
+    destroyed with its last message still queued, and CPython removed it
+    (seen once on 3.15 as a bounded port that lost one of three messages)."""
+    with subiso.ReceivePort() as port:
+        for i in range(3):
+            port.send_port.send(i)
+        zombie = _hub.Zombie(None, (port._qid,))
+        ports = {port._qid: port}
+        # The receiver's take, cut where the hub's look lands: the item left
+        # the queue, the port has not counted it yet.
+        port.started += 1
+        first = _backend.queue_get(port._qid)
+        assert not zombie.received(ports.get)
+        port.taken += 1
+        assert first is not _backend.EMPTY
+        assert port.receive(timeout=T) == 1
+        assert not zombie.received(ports.get), "one message still waits"
+        assert port.receive(timeout=T) == 2
+        assert zombie.received(ports.get)
