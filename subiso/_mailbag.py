@@ -152,6 +152,7 @@ class _Mailbag:
     full: ClassVar[list[_Segment]] = []  # filled, with records maybe not consumed yet
     spare: _Segment | None = None
     puts = 0  # puts in the window since the last tidy
+    written = 0  # records written, ever
 
 
 def _round(n: int) -> int:
@@ -179,6 +180,7 @@ def write(item: tuple[Any, ...], qid: int) -> int:
         view[at + _HEADER_SIZE : at + _HEADER_SIZE + size] = payload
         _pack_header(view, at, size, stamp, _WRITTEN, 0, qid)
         segment.outstanding.append(at)
+        _Mailbag.written += 1
     return (stamp << (_FD_BITS + _OFFSET_BITS)) | (segment.fd << _OFFSET_BITS) | (at >> 3)
 
 
@@ -322,6 +324,11 @@ def discard(fd: int) -> None:
         _empty(view)
         view.close()
     os.close(fd)
+
+
+def written() -> int:
+    """How many records this interpreter wrote (messages sent out of band)."""
+    return _Mailbag.written
 
 
 def segment_count() -> int:

@@ -118,6 +118,7 @@ REPORT_SENT_TO = 1  # a queue it put items on
 REPORT_WAKER = 2  # a free waker, read end << 32 | write end
 REPORT_MAILBAG = 3  # a segment of its mailbag with records not consumed: fd << 40 | head
 REPORT_SPACE = 4  # a free room waker (see _backend.space_new)
+REPORT_BACKLOG = 5  # it sent this many messages out of band (a backlog outran its receivers)
 
 
 class Start(Message):
@@ -918,6 +919,7 @@ def _teardown(runtime: Runtime, control: Any) -> None:
     if _ports._mailbag is not None:
         for fd, head in _ports._mailbag.hand_over():
             _backend.queue_put(report, (REPORT_MAILBAG << 60) | (fd << 40) | head)
+        _backend.queue_put(report, (REPORT_BACKLOG << 60) | _ports._mailbag.written())
     _backend.queue_put(report, REPORT_END)
 
 
