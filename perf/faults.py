@@ -14,6 +14,55 @@ import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+# The "destroy" probe's child: subiso with the reaper switched off.
+CLOSE_WHILE_SENDING = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import subiso
+from subiso import _hub
+
+
+class NoReaper:
+    queue, waker = -1, (-1, -1)
+
+    def __init__(self, *args):
+        pass
+
+    def stop(self):
+        pass
+
+
+def stream(args):
+    port, count = args
+    for i in range(count):
+        port.send(i)
+
+
+_hub.Reaper = NoReaper
+for _ in range(40):
+    port = subiso.ReceivePort()
+    stop = threading.Event()
+
+    def send_loop():
+        while not stop.is_set():
+            port.send_port.send(1)
+
+    threads = [threading.Thread(target=send_loop) for _ in range(2)]
+    isolates = [subiso.Isolate.spawn(stream, (port.send_port, 20_000)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    port.receive(timeout=10)
+    port.close()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for isolate in isolates:
+        assert isolate.join(30)
+"""
 
 PROBES = {
     "fork": (
@@ -71,6 +120,28 @@ PROBES = {
         print(f"{(rss() - before) / 200:.3f}")
         """,
     ),
+    "destroy": (
+        "a queue destroyed while other threads of its interpreter put to it",
+        # Ports close while two threads of the main interpreter and two
+        # isolates send to them, and the queue is destroyed in the main
+        # interpreter (subiso with its reaper switched off). CPython's destroy
+        # spins, GIL held, until no put is inside the queue; a put that waits
+        # for the cross-interpreter registry's lock needs that GIL back: the
+        # process froze. Five children of 40 rounds, 30 s each.
+        """
+        import subprocess, sys
+        froze = 0
+        for _ in range(5):
+            try:
+                subprocess.run(
+                    [sys.executable, "-c", CLOSE_WHILE_SENDING, PROJECT],
+                    timeout=30, check=True, capture_output=True,
+                )
+            except subprocess.TimeoutExpired:
+                froze += 1
+        print(f"freezes ({froze}/5 runs)" if froze else "never froze (5 runs)")
+        """,
+    ),
     "once": (
         "import curses in a legacy interpreter after the main one did",
         """
@@ -86,8 +157,9 @@ PROBES = {
 
 
 def probe(code: str) -> str:
+    setup = f"CLOSE_WHILE_SENDING = {CLOSE_WHILE_SENDING!r}\nPROJECT = {str(PROJECT)!r}\n"
     result = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", textwrap.dedent(code)],
+        [sys.executable, "-W", "ignore", "-c", setup + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -46,6 +46,14 @@ LEAKS_PER_INTERPRETER: Final = sys.version_info < (3, 14)
 #: runs (gh-139759): every version measured, 3.13.0 to 3.15.2 (perf/faults.py).
 FORK_KILLS_CHILD: Final = True
 
+#: Destroying a queue while another thread of the destroyer's interpreter
+#: puts to it can freeze the process: CPython spins, GIL held, until no put
+#: is inside the queue, and a put waiting for the cross-interpreter
+#: registry's lock needs that GIL back. Froze 5/5, 4/5, 3/5 and 5/5 runs of
+#: 40 closes on 3.13.0, 3.13.18, 3.14.10 and 3.15.2 (perf/faults.py): every
+#: version. The hub then has queues destroyed by the reaper (_reaper.py).
+QUEUE_DESTROY_FREEZES: Final = True
+
 # The flag for "items left by a destroyed interpreter vanish"
 # (concurrent.interpreters' UNBOUND_REMOVE), in both versions' _interpqueues.
 _UNBOUND_REMOVE: Final = 1

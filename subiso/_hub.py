@@ -635,7 +635,6 @@ class Hub:
     def params(self, booted: _Booted) -> tuple[Any, ...]:
         """What the runtime of ``booted`` is started with (its runner's)."""
         reaper_ = self.reaper
-        assert reaper_ is not None
         return (
             booted.ctl_qid,
             booted.ctl_waker[1],
@@ -648,8 +647,8 @@ class Hub:
             booted.isolation,
             self.free_wakers_qid,
             self.free_spaces_qid,
-            reaper_.queue,
-            reaper_.waker[1],
+            -1 if reaper_ is None else reaper_.queue,
+            -1 if reaper_ is None else reaper_.waker[1],
             _fd_gate(),
         )
 
@@ -789,7 +788,7 @@ class Hub:
             booted.control._send_item(kill_any_item(IMMEDIATE))
 
     def _start(self, isolation: str, spare: bool) -> _Booted:
-        if self.reaper is None:
+        if self.reaper is None and _backend.QUEUE_DESTROY_FREEZES:
             # Other interpreters are about to exist: from now on ports hand
             # the queues they close to the reaper (see _reaper.py).
             self.reaper = Reaper(self.wfd, self.zombie_qid)
