@@ -30,7 +30,7 @@ from ._exceptions import (
 from ._hub import Acquire, answer_item, answer_item_async, check_isolation, replenish
 from ._hub import settle as settle
 from ._ports import ReceivePort, SendPort
-from ._run import _running, refused_by_isolates
+from ._run import refused_by_isolates, running
 from ._runtime import (
     AddErrorListener,
     AddExitListener,
@@ -226,7 +226,7 @@ class Isolate:
         isolation: str = "isolated",
     ) -> R:
         """Dart's ``Isolate.run``: ``computation()`` in a fresh isolate."""
-        result: R = drive(_running(computation, (), {}, debug_name, isolation))
+        result: R = drive(running(computation, (), {}, debug_name, isolation))
         return result
 
     @staticmethod
@@ -237,7 +237,7 @@ class Isolate:
         isolation: str = "isolated",
     ) -> R:
         """Dart's ``Isolate.run`` for asyncio."""
-        result: R = await drive_async(_running(computation, (), {}, debug_name, isolation))
+        result: R = await drive_async(running(computation, (), {}, debug_name, isolation))
         return result
 
     @staticmethod

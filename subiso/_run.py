@@ -3,7 +3,7 @@
 The caller sends the call as a start command to a fresh (usually warm) isolate
 and waits on a reply port for the result, which comes as one item or, when it
 is large, as a stream of pickled slices. The isolate exits after the call.
-One conversation (:func:`_running`) serves the sync and the async API.
+One conversation (:func:`running`) serves the sync and the async API.
 
 Threads: everything here belongs to the thread (or task) that called.
 """
@@ -60,7 +60,7 @@ def _result(kind: str, payload: Any = None) -> Any:
     raise BrokenIsolateError("the isolate exited before it returned a result")
 
 
-def _running(
+def running(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -192,23 +192,23 @@ def run[**P, R](fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         Exception: what ``fn`` raised, as its own type when it can be sent
             back, with the remote traceback as a ``RemoteError`` ``__cause__``.
     """
-    result: R = drive(_running(fn, args, kwargs, None, "isolated"))
+    result: R = drive(running(fn, args, kwargs, None, "isolated"))
     return result
 
 
 async def run_async[**P, R](fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """``run`` for asyncio: never blocks the event loop, even for a huge result."""
-    result: R = await drive_async(_running(fn, args, kwargs, None, "isolated"))
+    result: R = await drive_async(running(fn, args, kwargs, None, "isolated"))
     return result
 
 
 def compute[M, R](callback: Callable[[M], R], message: M) -> R:
     """Flutter's ``compute``: ``run(callback, message)``."""
-    result: R = drive(_running(callback, (message,), {}, None, "isolated"))
+    result: R = drive(running(callback, (message,), {}, None, "isolated"))
     return result
 
 
 async def compute_async[M, R](callback: Callable[[M], R], message: M) -> R:
     """Flutter's ``compute`` for asyncio."""
-    result: R = await drive_async(_running(callback, (message,), {}, None, "isolated"))
+    result: R = await drive_async(running(callback, (message,), {}, None, "isolated"))
     return result

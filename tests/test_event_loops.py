@@ -147,10 +147,10 @@ def test_spawns_cancelled_after_any_number_of_loop_turns_leave_no_isolate():
 
 def test_a_run_interrupted_while_it_waits_ends_its_isolate_before_it_returns():
     """The interruption comes out of run only once its isolate has exited."""
-    from subiso._run import _running
+    from subiso._run import running
 
     with subiso.ReceivePort() as port:
-        conversation = _running(helpers.announce_then_spin, (port.send_port,), {}, None, "isolated")
+        conversation = running(helpers.announce_then_spin, (port.send_port,), {}, None, "isolated")
         step = next(conversation)
         control = step.wait()
         step = conversation.send(control)  # the call is on its way
