@@ -30,8 +30,8 @@ broken marks, the unfinished tasks. The rule:
   the cause, the isolates are killed, the collector ends, later ``submit``
   raises that error, and ``shutdown()`` returns.
 
-Each worker is an isolate running a small loop: receive a task on its inbox,
-run it, send the outcome to the pool's results port. Whoever holds the role
+Each worker is an isolate running a small loop (_pool_worker.py): receive a
+task on its inbox, run it, send the outcome to the pool's results port. Whoever holds the role
 completes the tasks' futures and hands each free worker the most urgent
 queued task (``Priority`` order, FIFO within a level). One task is in
 flight per worker, so a task that was handed to a worker is running, and
@@ -59,6 +59,16 @@ from ._exceptions import BrokenIsolateError, BrokenServiceError, NotSendableErro
 from ._hub import check_isolation
 from ._isolate import IMMEDIATE, Isolate, spawn_isolate
 from ._pickling import by_value_modules
+from ._pool_worker import (
+    _ERROR,
+    _EXIT,
+    _INIT_FAILED,
+    _PICKLED,
+    _READY,
+    _VALUE,
+    run_batch,
+    worker_main,
+)
 from ._ports import ReceivePort, SendPort, hold_interrupts
 from ._wire import (
     PLAIN,
@@ -67,7 +77,6 @@ from ._wire import (
     decode_exception,
     encode,
     release_item,
-    shareable,
 )
 
 _NO_KWARGS = (PLAIN, None)
@@ -75,7 +84,7 @@ _NO_KWARGS = (PLAIN, None)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Generator, Iterable, Iterator
     from typing import Any
 
 __all__ = ("Pool", "PoolStats", "Priority", "Task")
@@ -236,17 +245,9 @@ class Task[T](Future[T]):
 
 # -- what travels on a pool's results port ---------------------------------------------
 #
-# Workers send plain tuples, which cross without pickling: (kind, worker index,
-# payload). A result that is not plain travels as its own encoded item, so that
-# the collector knows whose it is even when it cannot unpickle it. The
-# collector reads each tuple into one of the records below before it acts.
-
-_VALUE = "ok"  # payload: the result, plain
-_PICKLED = "pickled"  # payload: the result's encoded item
-_ERROR = "err"  # payload: encode_exception(error)
-_READY = "ready"  # payload: (inbox queue id, inbox wake-up fd)
-_INIT_FAILED = "initfail"  # payload: encode_exception(error)
-_EXIT = "exit"  # (kind, index): the on_exit response of a worker's isolate
+# What workers send is _pool_worker's (kind, worker index, payload); whoever
+# holds the role reads each tuple into one of the records below before it
+# acts. Two kinds are the pool's own:
 _WAKE = "wake"  # (kind, -1): shutdown() wants the collector to look at the state
 _GONE = "gone"  # (kind, -1): the Pool was collected
 
@@ -319,134 +320,6 @@ class _Worker:
         self.cancelled: Task[Any] | None = None  # that task, settled by its exit at the latest
 
 
-def _worker_main(config: tuple[Any, ...]) -> None:
-    """The loop each pool isolate runs."""
-    results, index, initializer, initargs, watchers = config
-    from ._ports import ReceivePort, _deliver, _Local
-    from ._runtime import IsolateKilled, _is_awaitable, _IsolateExit
-    from ._wire import PLAIN, encode, encode_exception, load_owning
-
-    if initializer is not None:
-        try:
-            initializer(*initargs)
-        except BaseException as error:  # the user's: it goes to the pool, which breaks
-            results._send_item((PLAIN, (_INIT_FAILED, index, encode_exception(error))))
-            return
-    inbox = ReceivePort("pool worker")
-    port = inbox.send_port
-    results._send_item((PLAIN, (_READY, index, (port._qid, port._wfd))))
-    # Functions pickled by reference, by their pickle: tasks repeat them.
-    functions: dict[bytes, Any] = {}
-    while True:
-        # From taking a task to holding its arguments, a kill waits: one that
-        # landed in between would leave the file descriptors of the task's
-        # TransferableBuffers open for good (they left the sender with it).
-        shielded = _Local.shield is not None and _Local.shield()
-        try:
-            item = inbox._receive_item(None)
-            if item[0] == PLAIN and item[1] is None:
-                break
-            loaded: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | Exception
-            try:
-                if len(item) > 2 and item[2]:  # its buffers' descriptors: none left open
-                    loaded = load_owning(item[2], _load_task, functions, *item[1])
-                else:
-                    loaded = _load_task(functions, *item[1])
-            except Exception as error:
-                loaded = error
-        finally:
-            if shielded:
-                _Local.unshield()  # type: ignore[misc]
-        try:
-            if isinstance(loaded, Exception):
-                loaded = _reload_by_value(loaded, item)
-            fn, args, kwargs = loaded
-            result = fn(*args, **kwargs)
-            if _is_awaitable(result):
-                import asyncio
-
-                result = asyncio.run(result)
-            encoded = encode(result, "result")
-            # A map batch says how many of its calls failed: stats() counts
-            # them without unpickling its outcomes.
-            failed = sum(1 for o in result if o[0] == "err") if fn is _run_batch else 0
-            if encoded[0] == PLAIN:
-                item = (PLAIN, (_VALUE, index, result, failed))
-            else:  # the file descriptors and buffers it carries ride on the outer item
-                item = (PLAIN, (_PICKLED, index, shareable(encoded), failed), *encoded[2:])
-        except (IsolateKilled, _IsolateExit):
-            raise  # the isolate ends: the task fails with BrokenIsolateError
-        except BaseException as error:  # SystemExit too, as a process pool delivers it
-            item = (PLAIN, (_ERROR, index, encode_exception(error), 0))
-        _deliver(results._qid, results._wfd, item, watchers)  # (see _Core.watchers)
-    inbox.close()
-
-
-def _load_task(
-    functions: dict[bytes, Any],
-    fn_bytes: bytes,
-    args_item: Any,
-    kwargs_item: Any,
-    by_reference: bool,
-) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """A task's function and arguments, decoded. A function pickled by value
-    is loaded afresh for each task, as a process pool does: a copy that an
-    earlier task changed is never seen again."""
-    from ._wire import PICKLED, decode
-
-    fn = functions.get(fn_bytes) if by_reference else None
-    if fn is None:
-        fn = decode((PICKLED, fn_bytes))
-        if by_reference:
-            functions[fn_bytes] = fn
-            if len(functions) > 256:
-                functions.pop(next(iter(functions)))
-    return fn, decode(args_item), decode(kwargs_item) if kwargs_item[1] else {}
-
-
-def _reload_by_value(
-    error: Exception, item: tuple[Any, ...]
-) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-    """A task that did not load because isolates refuse a module it names
-    by reference: the task again, from the main interpreter, with that
-    module's functions and classes by value (see _fallback.py).
-
-    Raises:
-        Exception: why the task cannot load (``error``, if not that).
-    """
-    from ._exceptions import explain_import_refusal
-    from ._fallback import RELOAD, refused_modules
-
-    modules = refused_modules(error)
-    if not modules or (len(item) > 2 and item[2]):  # (its buffers' descriptors are closed)
-        raise error
-    from . import _host
-    from ._wire import PICKLED
-
-    fn_bytes, args_item, kwargs_item, _by_reference = item[1]
-    why = str(explain_import_refusal(error)).partition(":")[0]
-    reloaded: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] = _host.call(
-        RELOAD, tuple((name, why) for name in modules), (PICKLED, fn_bytes), args_item, kwargs_item
-    )
-    return reloaded
-
-
-def _run_batch(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Run several map calls in one task; each call's outcome is its own."""
-    from ._runtime import IsolateKilled, _IsolateExit
-    from ._wire import encode_exception
-
-    outcomes: list[tuple[Any, ...]] = []
-    for args in calls:
-        try:
-            outcomes.append(("ok", fn(*args)))
-        except (IsolateKilled, _IsolateExit):
-            raise
-        except BaseException as error:  # SystemExit too: that call's exception
-            outcomes.append(("err", encode_exception(error)))
-    return outcomes
-
-
 # Calls per task when map() batches on its own (chunksize=1): enough to make
 # dispatch cheap, few enough that both isolates stay busy to the end.
 MAP_BATCH = 32
@@ -495,7 +368,7 @@ class _ExecutorFace(Executor):
         self, fn: Callable[..., Any], calls: tuple[tuple[Any, ...], ...]
     ) -> Task[list[tuple[Any, ...]]]:
         """Queue one task for a batch of ``map``'s calls."""
-        return self.submit(_run_batch, fn, calls)
+        return self.submit(run_batch, fn, calls)
 
     async def run_async[**P, R](
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -852,7 +725,7 @@ class _Core:
         index = next(self.next_index)
         config = (self.results.send_port, index, self.initializer, self.initargs, self.watchers)
         isolate = spawn_isolate(
-            _worker_main,
+            worker_main,
             config,
             on_exit=self.results.send_port,
             exit_response=(_EXIT, index),
@@ -1506,7 +1379,7 @@ class Pool(_ExecutorFace):
         self, fn: Callable[..., Any], calls: tuple[tuple[Any, ...], ...]
     ) -> Task[list[tuple[Any, ...]]]:
         # stats() counts each call of the batch.
-        return self._execute(_run_batch, (fn, calls), None, Priority.REGULAR, batch=len(calls))
+        return self._execute(run_batch, (fn, calls), None, Priority.REGULAR, batch=len(calls))
 
     def _execute[R](
         self,

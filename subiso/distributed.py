@@ -29,7 +29,8 @@ from distributed.client import Client
 
 from . import _backend
 from ._exceptions import BrokenIsolateError
-from ._pool import Pool, PoolStats, Priority, Task, _ExecutorFace, _run_batch
+from ._pool import Pool, PoolStats, Priority, Task, _ExecutorFace
+from ._pool_worker import run_batch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _run_on_worker(
     pool = plugin.pool
     if pool is None:
         raise RuntimeError("the subiso pool on this Dask worker has shut down")
-    if fn is _run_batch:  # a batch of map's calls: stats() counts each
+    if fn is run_batch:  # a batch of map's calls: stats() counts each
         task: Task[Any] = pool._submit_batch(*args)
     else:
         task = pool.submit(fn, *args, **kwargs)

@@ -124,3 +124,13 @@ def test_no_new_import_cycle():
 def test_a_fresh_isolate_imports_no_more_of_subiso_than_its_budget():
     loaded = subiso.run(eval, "[m for m in __import__('sys').modules if m.startswith('subiso')]")
     assert set(loaded) == FRESH_ISOLATE_MODULES
+
+
+def test_a_pool_worker_starts_without_the_pools_own_modules():
+    # The pool's module pulls in concurrent.futures, logging, typing and
+    # dataclasses: ~70 modules, tens of milliseconds and megabytes a worker.
+    with subiso.Pool(1) as pool:
+        loaded = set(pool.submit(eval, "list(__import__('sys').modules)").result(timeout=60))
+    assert "subiso._pool_worker" in loaded
+    heavy = {"subiso._pool", "subiso._hub", "concurrent.futures", "logging", "typing"}
+    assert not loaded & heavy
