@@ -726,6 +726,8 @@ class Hub:
                 # reaper wake the hub when queues drain or go.
                 _backend.queue_put(self.zombie_qid, 0)
             self.settling.append(message.reply)
+            if not self.starting:
+                self._start_reaper()  # (queues posted to it go only once it runs)
         elif isinstance(message, Shutdown):
             self._shutdown(message.reply)
         else:
@@ -740,6 +742,8 @@ class Hub:
                 self.starting.discard(arg)
             elif notice == DESTROY:  # a closed port's queue, for the reaper
                 _destroy_queue(arg)
+                if not self.starting:
+                    self._start_reaper()
             elif notice == GIVE_BACK:  # an acquired isolate its asker did not use
                 booted = self.live.get(arg)
                 if booted is not None:
@@ -811,8 +815,9 @@ class Hub:
     def _replenish(self) -> None:
         if self.starting:
             # Callers wait for isolates that start: spares, which would start
-            # beside them, wait for them (see _CREATING).
+            # beside them, wait for them (see _CREATING); so does the reaper.
             return
+        self._start_reaper()
         while not self.closing and len(self.spares) < SPARES:
             try:
                 self.spares.append(self._start("isolated", spare=True))
@@ -849,6 +854,14 @@ class Hub:
         """Takes begun, as a port counts them (Zombie.received): the hub's
         own, on the thread that looks, so none is in flight."""
         return self.taken
+
+    def _start_reaper(self) -> None:
+        """Make the reaper's interpreter, if the reaper waits for it."""
+        if self.reaper is not None and self.reaper.thread is None and not self.closing:
+            try:
+                self.reaper.start()
+            except Exception:  # ports then destroy their own queues
+                _log().error("the reaper could not start", exc_info=True)
 
     def _counter(self, qid: int) -> Any:
         """The consumer of a queue that counts what it takes, if there is one."""
@@ -1159,20 +1172,34 @@ def _end_process_now(left: list[str]) -> None:
 
 class Reaper:
     """The main interpreter's side of the reaper (see _reaper.py): its queue,
-    its thread (which runs the reaper's interpreter) and its stop. Made by
-    the hub thread before the first isolate starts."""
+    its thread (which runs the reaper's interpreter) and its stop. The hub
+    thread makes it before the first isolate starts: from then on ports post
+    the queues they close to it. Its interpreter, which takes ~10 ms to
+    make, is made by ``start``, once no caller waits for an isolate; what
+    was posted meanwhile waits on its queue."""
 
     def __init__(self, hub_wfd: int, zombie_qid: int) -> None:
         self.queue = _backend.queue_create()
         self.waker = _backend.waker_new()
-        self.interp: object = _backend.interpreter_create("isolated")
-        params = (self.queue, self.waker[0], hub_wfd, zombie_qid, _fd_gate())
-        _backend.interpreter_set_main(
-            self.interp, {"_subiso_path": tuple(sys.path), "_subiso_params": params}
-        )
-        self.thread = threading.Thread(target=self._run, name="subiso-reaper", daemon=True)
+        self.hub_wfd, self.zombie_qid = hub_wfd, zombie_qid
+        self.interp: object = None
+        self.thread: threading.Thread | None = None
         _Process.reaper_qid, _Process.reaper_wfd = self.queue, self.waker[1]
-        _backend.start_thread(self.thread)
+
+    def start(self) -> None:
+        """Make its interpreter and start its thread (the hub thread's)."""
+        self.thread = threading.Thread(target=self._run, name="subiso-reaper", daemon=True)
+        try:
+            self.interp = _backend.interpreter_create("isolated")
+            params = (self.queue, self.waker[0], self.hub_wfd, self.zombie_qid, _fd_gate())
+            _backend.interpreter_set_main(
+                self.interp, {"_subiso_path": tuple(sys.path), "_subiso_params": params}
+            )
+            _backend.start_thread(self.thread)
+        except BaseException:  # no reaper: ports destroy their queues themselves, as before it
+            _Process.reaper_qid = -1
+            self._destroy_posted()
+            raise
 
     def _run(self) -> None:
         try:
@@ -1195,10 +1222,12 @@ class Reaper:
     def stop(self) -> None:
         """At exit, once the isolates ended: stop the reaper and destroy its
         interpreter (CPython would otherwise finalize it at exit)."""
+        _Process.reaper_qid = -1
         _backend.queue_put(self.queue, reaper.STOP)
         _backend.wake(self.waker[1])
-        self.thread.join(HUB_EXIT_SECONDS)
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.ident is not None:
+            self.thread.join(HUB_EXIT_SECONDS)
+        if self.thread is not None and self.thread.is_alive():
             _log().error("the reaper did not stop in time")
             return
         if self.interp is not None:

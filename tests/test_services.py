@@ -438,3 +438,41 @@ def test_a_host_calls_arguments_are_unpickled_by_its_worker_not_the_hub():
     finally:
         subiso.host.unregister("echo")
     assert where.startswith("subiso-host"), where
+
+
+REAPER_LATER_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import helpers, subiso
+from subiso import _backend, _hub
+
+hub = _hub.current_hub()
+started_while_callers_waited = []
+start = _hub.Reaper.start
+
+def recording_start(self):
+    started_while_callers_waited.append(bool(hub.starting))
+    start(self)
+
+_hub.Reaper.start = recording_start
+with subiso.ReceivePort() as port:
+    iso = subiso.Isolate.spawn(helpers.square, 3)
+    closed = port._qid
+assert iso.join(30)
+assert _hub.settle(30)
+print("started", started_while_callers_waited, "queue left", _backend.queue_exists(closed))
+"""
+
+
+def test_the_reaper_starts_once_no_caller_waits_and_then_destroys_what_waited():
+    """Making the reaper's interpreter costs ~10 ms: not on the way of the
+    first isolate a caller waits for. A port closed around that first spawn
+    (posted to the reaper, running or not yet) is destroyed."""
+    result = subprocess.run(
+        [sys.executable, "-c", REAPER_LATER_SCRIPT.format(tests=str(Path(__file__).parent))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started [False] queue left False", result.stdout
