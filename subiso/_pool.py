@@ -696,12 +696,39 @@ class _Core:
         self.callbacks = _TaskCallbacks(name)  # the done-callbacks the collector hands on
 
     def start(self, pool: Pool, size: int) -> None:
-        """Start ``size`` isolates, then the collector (nothing holds ``pool``)."""
+        """Start ``size`` isolates, then the collector (nothing holds ``pool``).
+
+        The isolates start side by side: one on this thread, the others on
+        threads of their own, joined before this returns (each one's start
+        waits mostly for its isolate to boot, while the hub makes the
+        next). Should any start fail, or this thread be interrupted, every
+        one that started is killed and joined before the error goes on."""
+        helpers: list[threading.Thread] = []
+        started: list[_Worker] = []
+        errors: list[BaseException] = []
+
+        def spawn_one() -> None:
+            try:
+                started.append(self._spawn())  # (list.append: atomic)
+            except BaseException as error:  # handed to the constructor's thread
+                errors.append(error)
+
         try:
-            for _ in range(size):
-                worker = self._spawn()
-                self.workers[worker.index] = worker
+            for _ in range(size - 1):
+                helper = threading.Thread(target=spawn_one, name=f"subiso-pool-{self.name}-start")
+                helpers.append(helper)
+                helper.start()
+            if size:
+                started.append(self._spawn())
+            for helper in helpers:
+                helper.join()
+            if errors:
+                raise errors[0]
         except BaseException:
+            for helper in helpers:  # (their spawns are bounded: the isolates boot or fail)
+                helper.join()
+            for worker in started:
+                self.workers[worker.index] = worker
             for worker in self.workers.values():
                 worker.isolate.kill(IMMEDIATE)
             for worker in self.workers.values():
@@ -712,6 +739,8 @@ class _Core:
                 self.collector_ended = True  # it never started
                 self.free_bells()
             raise
+        for worker in started:
+            self.workers[worker.index] = worker
         # Once the pool is collected, the collector hears of it.
         _finalize.at_collect(pool, self.results.send_port._send_item, _GONE_ITEM)
         self.thread = threading.Thread(

@@ -581,3 +581,28 @@ def test_a_ctrl_c_in_a_pool_block_stops_its_work(ctrl_c):
     assert running.cancelled()
     assert all(task.cancelled() for task in others)
     assert pool.stats().cancelled == 4
+
+
+@pytest.mark.parametrize("failing", [0, 2])
+def test_a_worker_that_cannot_start_leaves_no_isolate_of_the_pool(monkeypatch, failing):
+    """The workers start side by side (one on the constructor's thread, the
+    others on threads of their own): one that fails, wherever it starts,
+    fails the constructor once the others started, and they are ended."""
+    spawn = _pool.spawn_isolate
+    calls = []
+    lock = threading.Lock()
+
+    def spawn_or_fail(*args, **kwargs):
+        with lock:
+            calls.append(None)
+            mine = len(calls) - 1
+        if mine == failing:
+            raise subiso.IsolateSpawnError("no isolate for this one")
+        return spawn(*args, **kwargs)
+
+    monkeypatch.setattr(_pool, "spawn_isolate", spawn_or_fail)
+    with pytest.raises(subiso.IsolateSpawnError, match="no isolate for this one"):
+        subiso.Pool(3)
+    assert len(calls) == 3
+    assert not [t for t in threading.enumerate() if t.name.endswith("-start")]
+    # (the suite's check after each test finds no isolate left)
