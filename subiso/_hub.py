@@ -1198,6 +1198,9 @@ class Reaper:
             _backend.start_thread(self.thread)
         except BaseException:  # no reaper: ports destroy their queues themselves, as before it
             _Process.reaper_qid = -1
+            if self.interp is not None and self.thread.ident is None:
+                _backend.interpreter_destroy(self.interp)
+                self.interp = None
             self._destroy_posted()
             raise
 

@@ -31,12 +31,12 @@ broken marks, the unfinished tasks. The rule:
   raises that error, and ``shutdown()`` returns.
 
 Each worker is an isolate running a small loop (_pool_worker.py): receive a
-task on its inbox, run it, send the outcome to the pool's results port. Whoever holds the role
-completes the tasks' futures and hands each free worker the most urgent
-queued task (``Priority`` order, FIFO within a level). One task is in
-flight per worker, so a task that was handed to a worker is running, and
-cancelling it means killing that worker; the pool then starts a replacement,
-as it does when a worker dies.
+task on its inbox, run it, send the outcome to the pool's results port.
+Whoever holds the role completes the tasks' futures and hands each free
+worker the most urgent queued task (``Priority`` order, FIFO within a
+level). One task is in flight per worker, so a task that was handed to a
+worker is running, and cancelling it means killing that worker; the pool
+then starts a replacement, as it does when a worker dies.
 """
 
 from __future__ import annotations
