@@ -503,7 +503,7 @@ class Handed:
     def __init__(self, segments: tuple[tuple[int, int], ...]) -> None:
         # [descriptor, head, how far its records are known consumed]
         self.segments = [[fd, head, 0] for fd, head in segments]
-        self.orphans: dict[int, float] = {}  # records that looked orphaned, since when
+        self.orphans: dict[int, float] = {}  # queues seen gone, since when (_mailbag._orphaned)
 
     def settled(self) -> bool:
         """Look again, closing the segments now read; True once all are."""

@@ -31,9 +31,10 @@ receiver maps the descriptor afresh before it concludes anything.
 A record whose int was lost with its queue (a put that landed after the
 last drain of a closing port) is an *orphan*: still written, its queue
 gone. Whoever looks after its segment (the sender's ``tidy``, the hub's
-``read_up_to``) consumes it, closing the descriptors it carries, once it has
-looked orphaned for ``ORPHAN_SECONDS``: a receiver that took its int just
-before the queue went reads it within microseconds. A receiver that finds
+``read_up_to``) consumes it, closing the descriptors it carries, once its
+queue has been seen gone for ``ORPHAN_SECONDS`` (every record for that
+queue at once): a receiver that took its int just before the queue went
+reads it within microseconds. A receiver that finds
 a record consumed, or written over (its stamp differs), raises LookupError:
 the port was closed as it received.
 
@@ -106,7 +107,7 @@ class _Segment:
         self.head = 0  # where the next record goes
         self.stamp = int.from_bytes(os.urandom(4), "little") % _STAMPS
         self.outstanding: deque[int] = deque()  # offsets of records not seen consumed, in order
-        self.orphans: dict[int, float] = {}  # offsets that looked orphaned, and since when
+        self.orphans: dict[int, float] = {}  # queues seen gone, and since when (_orphaned)
 
     def settled(self) -> bool:
         """Whether every record written here is consumed, orphans included.
@@ -120,7 +121,7 @@ class _Segment:
             at = outstanding[0]
             if view[at + _STATE_AT] != _CONSUMED:
                 _size, stamp, _state, _, qid = _HEADER.unpack_from(view, at)
-                if not _orphaned(at, self.orphans, qid):
+                if not _orphaned(self.orphans, qid):
                     return False
                 drop(_key(self.fd, at, stamp))
             outstanding.popleft()
@@ -132,17 +133,17 @@ class _Segment:
         os.close(self.fd)
 
 
-def _orphaned(at: int, seen: dict[int, float], qid: int) -> bool:
-    """Whether the written record at ``at`` has looked orphaned for long enough."""
-    if queue_exists(qid):
-        seen.pop(at, None)
-        return False
-    now = _monotonic()
-    since = seen.setdefault(at, now)
-    if now - since < ORPHAN_SECONDS:
-        return False
-    del seen[at]
-    return True
+def _orphaned(seen: dict[int, float], qid: int) -> bool:
+    """Whether a written record for queue ``qid`` is an orphan: the queue
+    has been gone for ``ORPHAN_SECONDS``. ``seen`` keeps when each queue was
+    first seen gone: the records of one queue are orphaned together (one
+    at a time, a backlog of them took a second each), and a queue id is
+    never used again."""
+    if qid not in seen:
+        if queue_exists(qid):
+            return False
+        seen[qid] = _monotonic()
+    return _monotonic() - seen[qid] >= ORPHAN_SECONDS
 
 
 class _Mailbag:
@@ -232,6 +233,7 @@ def _tidy() -> None:
             still.append(each)
         elif bag.spare is None and each.size == SEGMENT:
             each.head = 0
+            each.orphans.clear()
             bag.spare = each
         else:
             each.close()
@@ -365,7 +367,7 @@ def read_up_to(fd: int, head: int, offset: int, orphans: dict[int, float]) -> in
     while offset < head:
         size, stamp, state, _, qid = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
         if state != _CONSUMED:
-            if not _orphaned((fd << 40) | offset, orphans, qid):
+            if not _orphaned(orphans, qid):
                 break
             drop(_key(fd, offset, stamp))
         offset += _HEADER.size + _round(size)

@@ -1331,7 +1331,8 @@ class Stress:
                 f"isolates left: live={len(hub.live)} spares={len(hub.spares)} "
                 f"warming={len(hub.warming)} zombies={len(hub.zombies)} "
                 f"ending={len(hub.ending)} reaping={len(_Process.reaping)} "
-                f"handed={self.describe_handed(hub)}"
+                f"handed={self.describe_handed(hub)} "
+                f"hub alive={hub.thread.is_alive()} broken={hub.broken!r}"
             )
         hub = self.current_hub()
         ready = len(hub.spares) if hub else 0

@@ -341,6 +341,30 @@ def test_an_orphaned_record_is_consumed_and_its_descriptors_closed(monkeypatch):
         _mailbag.take(key)
 
 
+def test_the_orphans_of_one_queue_go_together(monkeypatch):
+    """Records whose queue is gone are orphans once it has been gone for
+    ORPHAN_SECONDS: all of them at once. (Timed one record at a time, the
+    640 orphans of a closed port an exited isolate streamed to took the hub
+    640 s to consume, and its segment stayed open meanwhile.)"""
+    now = [1000.0]
+    monkeypatch.setattr(_mailbag, "_monotonic", lambda: now[0])
+    port = subiso.ReceivePort()
+    keys = [_mailbag.write((0, i), port._qid) for i in range(50)]
+    port.close()
+    assert _hub.settle(20)  # the queue is gone
+    segment = _mailbag._Mailbag.active
+    assert segment is not None
+    fd, first, _stamp = _mailbag._fields(keys[0])
+    end = _mailbag._fields(keys[-1])[1] + 1
+    seen: dict[int, float] = {}
+    assert _mailbag.read_up_to(fd, end, first, seen) == first  # seen gone just now
+    now[0] += _mailbag.ORPHAN_SECONDS
+    assert _mailbag.read_up_to(fd, end, first, seen) > _mailbag._fields(keys[-1])[1]
+    for key in keys:
+        with pytest.raises(LookupError):
+            _mailbag.take(key)  # consumed
+
+
 # -- bounded ports ------------------------------------------------------------
 
 
