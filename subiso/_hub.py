@@ -676,6 +676,8 @@ class Hub:
         while (item := get_item(self.queue)) is not _backend.EMPTY:
             self.taken += 1
             self._take(item)  # type: ignore[arg-type]
+        if not self.starting:
+            self._start_reaper()
         self._reap()
         if self.wanted:
             self._replenish()
@@ -726,8 +728,6 @@ class Hub:
                 # reaper wake the hub when queues drain or go.
                 _backend.queue_put(self.zombie_qid, 0)
             self.settling.append(message.reply)
-            if not self.starting:
-                self._start_reaper()  # (queues posted to it go only once it runs)
         elif isinstance(message, Shutdown):
             self._shutdown(message.reply)
         else:
@@ -742,8 +742,6 @@ class Hub:
                 self.starting.discard(arg)
             elif notice == DESTROY:  # a closed port's queue, for the reaper
                 _destroy_queue(arg)
-                if not self.starting:
-                    self._start_reaper()
             elif notice == GIVE_BACK:  # an acquired isolate its asker did not use
                 booted = self.live.get(arg)
                 if booted is not None:
@@ -815,9 +813,8 @@ class Hub:
     def _replenish(self) -> None:
         if self.starting:
             # Callers wait for isolates that start: spares, which would start
-            # beside them, wait for them (see _CREATING); so does the reaper.
+            # beside them, wait for them (see _CREATING).
             return
-        self._start_reaper()
         while not self.closing and len(self.spares) < SPARES:
             try:
                 self.spares.append(self._start("isolated", spare=True))
@@ -856,7 +853,8 @@ class Hub:
         return self.taken
 
     def _start_reaper(self) -> None:
-        """Make the reaper's interpreter, if the reaper waits for it."""
+        """Make the reaper's interpreter, if the reaper waits for it: at the
+        first turn with no caller waiting for an isolate to start."""
         if self.reaper is not None and self.reaper.thread is None and not self.closing:
             try:
                 self.reaper.start()
@@ -1175,8 +1173,8 @@ class Reaper:
     its thread (which runs the reaper's interpreter) and its stop. The hub
     thread makes it before the first isolate starts: from then on ports post
     the queues they close to it. Its interpreter, which takes ~10 ms to
-    make, is made by ``start``, once no caller waits for an isolate; what
-    was posted meanwhile waits on its queue."""
+    make, is made by ``start`` at the hub's first turn with no caller
+    waiting for an isolate; what was posted meanwhile waits on its queue."""
 
     def __init__(self, hub_wfd: int, zombie_qid: int) -> None:
         self.queue = _backend.queue_create()

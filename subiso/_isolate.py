@@ -417,22 +417,27 @@ def spawning(
     debug_name: str | None = None,
     isolation: str = "isolated",
     exit_response: Any = None,
+    warm_spares: bool = True,
 ) -> Generator[Any, Any, Isolate]:
     """The conversation of ``Isolate.spawn``, plus the response its ``on_exit``
     port gets (for services such as the pool, that tell their isolates apart
     by it). Drive it with ``_drive.drive`` or ``drive_async``. Once more, by
-    value, if isolates refuse a module that the entry or message names."""
+    value, if isolates refuse a module that the entry or message names.
+
+    ``warm_spares``: have the hub warm spare isolates once this one runs, as
+    every spawn and ``run`` does; a pool, whose workers live on, does not
+    want them (two idle interpreters, and their start beside its workers')."""
     check_isolation(isolation)
     if not callable(entry):
         raise TypeError(f"entry {entry!r} is not callable")
     options = (paused, errors_are_fatal, on_exit, on_error, exit_response)
     try:
-        return (yield from _spawning(entry, message, options, debug_name, isolation))
+        return (yield from _spawning(entry, message, options, debug_name, isolation, warm_spares))
     except IsolateSpawnError as error:
         refused = f"{SubinterpreterImportError.__name__}:" in str(error)
         if not refused or not (yield from refused_by_isolates((entry, message), isolation)):
             raise
-    return (yield from _spawning(entry, message, options, debug_name, isolation))
+    return (yield from _spawning(entry, message, options, debug_name, isolation, warm_spares))
 
 
 def _spawning(
@@ -441,6 +446,7 @@ def _spawning(
     options: tuple[Any, ...],
     debug_name: str | None,
     isolation: str,
+    warm_spares: bool = True,
 ) -> Generator[Any, Any, Isolate]:
     """One spawn: start the isolate, and wait until its entry runs."""
     handle = Isolate(
@@ -488,7 +494,8 @@ def _spawning(
             finally:
                 handle._exit_port.close()
             raise
-    replenish()
+    if warm_spares:
+        replenish()
     if started[0] != "started":
         handle._exited = True
         handle._exit_port.close()

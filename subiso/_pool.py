@@ -760,6 +760,7 @@ class _Core:
             exit_response=(_EXIT, index),
             debug_name=f"{self.name}-{index}",
             isolation=self.isolation,
+            warm_spares=False,  # its workers live on: spares would idle beside them
         )
         return _Worker(index, isolate)
 

@@ -4,6 +4,8 @@ modules import which (no new import cycle)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import subiso
@@ -134,3 +136,23 @@ def test_a_pool_worker_starts_without_the_pools_own_modules():
     assert "subiso._pool_worker" in loaded
     heavy = {"subiso._pool", "subiso._hub", "concurrent.futures", "logging", "typing"}
     assert not loaded & heavy
+
+
+def test_a_pool_warms_no_spares_beside_its_workers():
+    # Spares serve fresh runs and spawns; a pool's workers live on, and two
+    # idle interpreters would cost it memory and, at its start, the cores.
+    # (A fresh process: the suite's hub has spares from earlier tests.)
+    script = (
+        "import subiso\n"
+        "from subiso import _hub\n"
+        "with subiso.Pool(2) as pool:\n"
+        "    assert pool.submit(abs, -1).result(timeout=60) == 1\n"
+        "assert _hub.settle(30)  # (it waits for the spares asked for, too)\n"
+        "hub = _hub.current_hub()\n"
+        "print(len(hub.spares), len(hub.warming))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
