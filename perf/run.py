@@ -69,6 +69,7 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
     suites = {}
     scripts = PRESETS[preset]
     began = time.monotonic()
+    took: dict[str, float] = {}
     for i, (name, args) in enumerate(scripts.items(), 1):
         output = RESULTS / f"{name}.json"
         output.unlink(missing_ok=True)
@@ -89,9 +90,13 @@ def run_all(preset: str) -> dict[str, pyperf.BenchmarkSuite]:
         # The task modules are imported from here; a subiso given on PYTHONPATH comes first.
         path = [os.environ.get("PYTHONPATH", ""), str(HERE)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
+        started = time.monotonic()
         subprocess.run(command, check=True, cwd=HERE, env=env)
+        took[name] = time.monotonic() - started
         suites[name] = pyperf.BenchmarkSuite.load(str(output))
-    print(f"done in {time.monotonic() - began:.0f} s", flush=True)
+    slowest = sorted(took.items(), key=lambda pair: -pair[1])
+    print(f"done in {time.monotonic() - began:.0f} s:", flush=True)
+    print("  " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in slowest), flush=True)
     return suites
 
 
