@@ -53,7 +53,6 @@ from __future__ import annotations
 import _thread
 import atexit
 import os
-import signal
 import sys
 import threading
 import time
@@ -63,6 +62,8 @@ from . import _backend, _finalize
 from . import _reaper as reaper
 from ._drive import drive, drive_async
 from ._exceptions import BrokenServiceError, IsolateSpawnError
+from ._exit import ExitInterrupts
+from ._exited import Handed, Zombie
 from ._ports import (
     DESTROY,
     ReceivePort,
@@ -435,90 +436,6 @@ def _fail_start_commands(booted: _Booted, error: str) -> None:
         if type(request) is Start:
             release_start(request)
             request.notify.send(("spawnerror", error))
-
-
-class Zombie:
-    """An exited isolate whose interpreter waits for what it sent to be taken.
-
-    The hub thread's: ``waiting`` maps each queue it sent to that may still
-    hold its items to a ticket, -1 until one is drawn.
-    """
-
-    __slots__ = ("booted", "interp", "waiting")
-
-    def __init__(self, interp: object, sent_to: tuple[int, ...], booted: Any = None) -> None:
-        self.interp = interp
-        self.booted = booted
-        self.waiting = dict.fromkeys(sent_to, -1)
-
-    def received(self, counter_of: Callable[[int], Any]) -> bool:
-        """Look again; True once nothing it sent waits on a queue.
-
-        ``counter_of(qid)`` is the consumer of the queue, if it counts its
-        takes: ``started`` before each look at the queue, ``taken`` after it
-        (found or not), and it wakes the hub when ``taken`` reaches
-        ``wake_at``. The ticket is ``started`` read after the queue's count,
-        plus that count: once ``taken`` reaches it, at least ``count`` takes
-        begun after the count are done, and in a FIFO queue the first
-        ``count`` of those took every item waiting then (or found it empty).
-        The isolate puts no more, so all of its items are gone. The ticket
-        errs late (a take cut short leaves ``taken`` behind), never early: a
-        take in flight at the look, its item gone and not yet counted, is
-        in ``started`` already.
-
-        A queue posted to the reaper is done with only once it no longer
-        exists: a get of the reaper's can still be inside CPython after the
-        queue looks empty, releasing this isolate's data there (3.13 does it
-        in the interpreter that made it: destroyed meanwhile, it crashed).
-        """
-        for qid, ticket in list(self.waiting.items()):
-            if qid in _Process.reaping and _backend.queue_exists(qid):
-                continue  # the reaper destroys it, then wakes the hub
-            waiting = _backend.queue_count(qid)
-            if not waiting:
-                del self.waiting[qid]
-                continue
-            counter = counter_of(qid)
-            if counter is None:
-                continue  # until the queue is seen empty
-            if ticket < 0:
-                ticket = self.waiting[qid] = counter.started + waiting
-            if ticket < counter.wake_at:
-                counter.wake_at = ticket
-            if counter.taken >= ticket:  # also after the wake-up was set: none is lost
-                del self.waiting[qid]
-        return not self.waiting
-
-
-class Handed:
-    """The mailbag segments an exited isolate handed over (see _mailbag):
-    records its receivers have not read yet. Their memory is the
-    descriptors', not the interpreter's, which need not wait for them.
-    The hub's; it empties and closes each segment once every record in it
-    is consumed.
-    """
-
-    __slots__ = ("orphans", "segments")
-
-    def __init__(self, segments: tuple[tuple[int, int], ...]) -> None:
-        # [descriptor, head, how far its records are known consumed]
-        self.segments = [[fd, head, 0] for fd, head in segments]
-        self.orphans: dict[int, float] = {}  # queues seen gone, since when (_mailbag._orphaned)
-
-    def settled(self) -> bool:
-        """Look again, closing the segments now read; True once all are."""
-        from . import _mailbag
-
-        left = []
-        for segment in self.segments:
-            fd, head, offset = segment
-            segment[2] = _mailbag.read_up_to(fd, head, offset, self.orphans)
-            if segment[2] >= head:
-                _mailbag.discard(fd)
-            else:
-                left.append(segment)
-        self.segments = left
-        return not left
 
 
 class Hub:
@@ -1003,11 +920,11 @@ class Hub:
         A first Ctrl-C stops the wait for work, as it would in a program;
         from then on exit waits for the isolates to end, and another Ctrl-C
         ends the process at once if some still block in a C call (see
-        _ExitInterrupts). Runs once (threading's exit hook; atexit, should
+        _exit.ExitInterrupts). Runs once (threading's exit hook; atexit, should
         an interrupt have kept threading from calling it)."""
         if self.exited or self.pid != os.getpid():
             return
-        with _ExitInterrupts(self) as interrupts:
+        with ExitInterrupts(self) as interrupts:
             try:
                 for hook in before_exit:
                     try:
@@ -1021,7 +938,7 @@ class Hub:
         self.exited = True
         _backend.keep_interrupted_exit_status()
 
-    def _end_isolates(self, interrupts: _ExitInterrupts) -> None:
+    def _end_isolates(self, interrupts: ExitInterrupts) -> None:
         threads: list[threading.Thread] = []
         if self.thread.is_alive() and self.broken is None:
             reply = self.ask(Shutdown(Reply()))
@@ -1064,108 +981,6 @@ class Hub:
                 _log().error("the hub did not stop in time")
         if self.reaper is not None:
             self.reaper.stop()
-
-
-class _ExitInterrupts:
-    """SIGINT while the process exits (a Python handler runs in the main
-    thread only, so elsewhere this does nothing).
-
-    The first Ctrl-C of the exit goes to the handler that was there
-    (KeyboardInterrupt, as a rule) if exit still waits for the work of
-    pools: that wait stops, and the isolates are killed and waited for. A
-    program that ended in a KeyboardInterrupt had that first Ctrl-C already.
-    The next one, while isolates still block in C calls, ends the process
-    at once, as an unhandled Ctrl-C does: killed by SIGINT, after stdio is
-    flushed and the isolates left behind are named. The handler runs between
-    two bytecodes of the main thread: it takes no lock of ours."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        interrupted = _backend.main_ended_in_interrupt()
-        self.raising = not interrupted
-        self.presses = 0 if interrupted else -1  # Ctrl-Cs of the exit's own, once it kills
-        self.previous: Any = None
-        self.joining: list[threading.Thread] | None = None  # known once isolates are killed
-        self.pressed = False  # a Ctrl-C the join loop has to act on
-
-    def __enter__(self) -> _ExitInterrupts:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):
-            return self  # ignored, or the default (the OS ends the process)
-        try:
-            signal.signal(signal.SIGINT, self._interrupted)
-        except KeyboardInterrupt:  # one was pending: as if it came just after
-            signal.signal(signal.SIGINT, self._interrupted)
-            self.previous = handler
-            if self.raising:  # the exit's first: the wait for work is skipped
-                self.raising = False
-                self.presses = 0
-            else:
-                self._interrupted(signal.SIGINT, None)
-            return self
-        self.previous = handler
-        return self
-
-    def hold(self) -> None:
-        """The wait for work is over: isolates are killed from now on."""
-        self.raising = False
-
-    def _interrupted(self, signum: int, frame: Any) -> None:
-        if self.raising:
-            self.raising = False  # once only: the handler may raise
-            self.presses = 0
-            self.previous(signum, frame)
-            return
-        self.presses += 1
-        if self.joining is not None:
-            # The exit's join loop acts on it within 50 ms, outside this
-            # handler (which may have cut a write to stderr short).
-            self.pressed = True
-            return
-        # Not in the join loop yet: what the hub has (a snapshot, read lock-free).
-        left = [b.thread.name for b in list(self.hub.live.values()) if b.thread.is_alive()]
-        if left and self.presses >= 1:
-            _end_process_now(left)
-
-    def heed(self, threads: list[threading.Thread]) -> None:
-        """In the exit's join loop: act on a Ctrl-C its handler noted."""
-        if not self.pressed:
-            return
-        self.pressed = False
-        left = [t.name for t in threads if t.is_alive()]
-        if not left:
-            return  # nothing left to wait for: exit ends on its own
-        if self.presses >= 1:
-            _end_process_now(left)
-        _log().warning("exit waits for isolates to end: %s", ", ".join(left))
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def _end_process_now(left: list[str]) -> None:
-    """End the process as an unhandled Ctrl-C does (killed by SIGINT), at
-    once: isolates in blocking C calls cannot be waited for."""
-    try:
-        _log().warning(
-            "a second Ctrl-C while exiting: the process ends now, without waiting for "
-            "isolates in blocking calls (%s)",
-            ", ".join(left),
-        )
-    except BaseException:  # the process ends next, said or not
-        pass
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except BaseException:  # a stream that cannot flush: the others still do
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.raise_signal(signal.SIGINT)
-    os._exit(128 + signal.SIGINT)  # (only if SIGINT could not end it)
 
 
 class Reaper:

@@ -83,7 +83,7 @@ class _Process:
     reaper_wfd: int = -1
     fd_gate: tuple[int, int] = (-1, -1)  # see _fd_gate; isolates learn it at start
     # In the main interpreter: the queues posted to the reaper that may still
-    # exist. The hub waits for them to be gone (see _hub.Zombie.received).
+    # exist. The hub waits for them to be gone (see _exited.Zombie.received).
     reaping: ClassVar[set[int]] = set()
     reaping_limit = 64  # prune it when it grows to this (see _prune_reaping)
 
@@ -728,7 +728,7 @@ class _Port:
         self._keepalive = False
         # Takes begun and takes done (each a look at the queue, found or not):
         # the hub reaps an exited isolate that sent here once ``taken``
-        # reaches its ticket (_hub.Zombie), and sets wake_at to hear of it.
+        # reaches its ticket (_exited.Zombie), and sets wake_at to hear of it.
         self.started = 0
         self.taken = 0
         self.wake_at = _NEVER
@@ -744,7 +744,7 @@ class _Port:
 
     def _get(self) -> object:
         # Counted before and after: an item that left the queue is in
-        # ``started`` already, where the hub's ticket counts it (_hub.Zombie).
+        # ``started`` already, where the hub's ticket counts it (_exited.Zombie).
         self.started += 1
         try:
             item = get_item(self._qid)

@@ -12,7 +12,7 @@ import helpers
 import pytest
 
 import subiso
-from subiso import _backend, _hub, _wire
+from subiso import _backend, _exited, _hub, _wire
 from subiso._ports import SendPort
 from subiso._runtime import Kill, load_request
 
@@ -334,7 +334,7 @@ def test_an_exited_isolate_outlives_the_reaper_s_work_on_a_queue_it_sent_to():
 
     assert subiso.run(helpers.square, 2) == 4  # the hub, and with it the reaper, runs
     qid = _backend.queue_create()
-    zombie = _hub.Zombie(None, (qid,))
+    zombie = _exited.Zombie(None, (qid,))
     _Process.reaping.add(qid)  # as _destroy_queue does before it posts the queue
     try:
         assert not zombie.received(lambda _: None), "an empty queue the reaper holds is not done"
@@ -357,7 +357,7 @@ def test_a_take_in_flight_when_the_hub_counts_does_not_reap_the_sender_early():
     with subiso.ReceivePort() as port:
         for i in range(3):
             port.send_port.send(i)
-        zombie = _hub.Zombie(None, (port._qid,))
+        zombie = _exited.Zombie(None, (port._qid,))
         ports = {port._qid: port}
         # The receiver's take, cut where the hub's look lands: the item left
         # the queue, the port has not counted it yet.
