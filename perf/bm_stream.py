@@ -25,6 +25,8 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pyperf
@@ -41,21 +43,28 @@ QUEUE_PEER_LIMIT = 10.0  # seconds a stream of the interpreters.Queue peer may t
 WAIT = 120.0  # seconds any single wait may take
 
 
+def _streams(loops: int, ask: Callable[[int], object], take: Callable[[], object]) -> float:
+    """Ask the producer for a warm-up stream, then ``loops`` streams of
+    ``MESSAGES``; read each to its None. The seconds the measured ones took."""
+    elapsed = 0.0
+    for count in (WARM_MESSAGES, *[MESSAGES] * loops):
+        start = time.perf_counter()
+        ask(count)
+        got = 0
+        while take() is not None:
+            got += 1
+        if count == MESSAGES:
+            elapsed += time.perf_counter() - start
+        if got != count:
+            raise RuntimeError(f"received {got} of {count}")
+    return elapsed
+
+
 def bench_subiso(loops: int) -> float:
     with subiso.ReceivePort() as port:
         iso = subiso.Isolate.spawn(streams.sensor_streamer, port.send_port)
         inbox = port.receive(timeout=WAIT)
-        elapsed = 0.0
-        for count in (WARM_MESSAGES, *[MESSAGES] * loops):
-            start = time.perf_counter()
-            inbox.send(count)
-            got = 0
-            while port.receive(timeout=WAIT) is not None:
-                got += 1
-            if count == MESSAGES:
-                elapsed += time.perf_counter() - start
-            if got != count:
-                raise RuntimeError(f"received {got} of {count}")
+        elapsed = _streams(loops, inbox.send, partial(port.receive, timeout=WAIT))
         inbox.send(0)
         iso.join(WAIT)
     return elapsed
@@ -66,17 +75,7 @@ def bench_pipe(loops: int) -> float:
     here, there = ctx.Pipe()
     process = ctx.Process(target=streams.pipe_streamer, args=(there,))
     process.start()
-    elapsed = 0.0
-    for count in (WARM_MESSAGES, *[MESSAGES] * loops):
-        start = time.perf_counter()
-        here.send(count)
-        got = 0
-        while here.recv() is not None:
-            got += 1
-        if count == MESSAGES:
-            elapsed += time.perf_counter() - start
-        if got != count:
-            raise RuntimeError(f"received {got} of {count}")
+    elapsed = _streams(loops, here.send, here.recv)
     here.send(0)
     process.join(WAIT)
     return elapsed
@@ -87,17 +86,7 @@ def bench_mp_queue(loops: int) -> float:
     requests, readings = ctx.Queue(), ctx.Queue()
     process = ctx.Process(target=streams.queue_streamer, args=(requests, readings))
     process.start()
-    elapsed = 0.0
-    for count in (WARM_MESSAGES, *[MESSAGES] * loops):
-        start = time.perf_counter()
-        requests.put(count)
-        got = 0
-        while readings.get(timeout=WAIT) is not None:
-            got += 1
-        if count == MESSAGES:
-            elapsed += time.perf_counter() - start
-        if got != count:
-            raise RuntimeError(f"received {got} of {count}")
+    elapsed = _streams(loops, requests.put, partial(readings.get, timeout=WAIT))
     requests.put(0)
     process.join(WAIT)
     return elapsed
@@ -105,18 +94,9 @@ def bench_mp_queue(loops: int) -> float:
 
 def bench_interpreter_queue(loops: int) -> float:
     with peers.QueueProducer() as producer:
-        elapsed = 0.0
-        for count in (WARM_MESSAGES, *[MESSAGES] * loops):
-            start = time.perf_counter()
-            producer.to_worker.put(count)
-            got = 0
-            while producer.from_worker.get(timeout=WAIT) is not None:
-                got += 1
-            if count == MESSAGES:
-                elapsed += time.perf_counter() - start
-            if got != count:
-                raise RuntimeError(f"received {got} of {count}")
-        return elapsed
+        return _streams(
+            loops, producer.to_worker.put, partial(producer.from_worker.get, timeout=WAIT)
+        )
 
 
 def queue_peer_problem() -> str | None:
